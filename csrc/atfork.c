@@ -1,0 +1,188 @@
+/* pthread_atfork handlers: what the shim does around each armed fork.
+ *
+ * prepare (parent, just before the fork system call): record the TID and
+ *   kernel name of every other thread, from /proc/self/task.
+ * child (in the child, after glibc reset its own locks): scan memory for
+ *   locks those threads held (scan.c), into static storage.
+ * parent: disarm.
+ *
+ * A fork is armed only by forkaudit's Python before-fork hook, so a fork made
+ * by C code and followed by exec (plain subprocess) costs nothing and reports
+ * nothing. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+struct fa_state fa_g;
+static int registered;
+
+int32_t fa_sys_gettid(void) {
+    return (int32_t)syscall(SYS_gettid);
+}
+
+int32_t fa_gettid(void) {
+    return fa_sys_gettid();
+}
+
+static int cmp_tid(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static char *put_uint(char *p, uint32_t v) {
+    char tmp[12];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+static void read_comm(int32_t tid, char *out) {
+    char path[64], *p = path;
+    ssize_t got;
+    int fd;
+    memcpy(p, "/proc/self/task/", 16);
+    p = put_uint(p + 16, (uint32_t)tid);
+    memcpy(p, "/comm", 6);
+    out[0] = '\0';
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    got = read(fd, out, FA_COMM_LEN - 1);
+    close(fd);
+    if (got <= 0)
+        return;
+    if (out[got - 1] == '\n')
+        got--;
+    out[got] = '\0';
+}
+
+struct linux_dirent64 {
+    uint64_t d_ino;
+    int64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+static void record_threads(void) {
+    int fd, i;
+    fa_g.ntids = 0;
+    fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    for (;;) {
+        long got = syscall(SYS_getdents64, fd, fa_g.io, sizeof fa_g.io);
+        long off = 0;
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        while (off < got) {
+            struct linux_dirent64 *d = (struct linux_dirent64 *)(fa_g.io + off);
+            const char *s = d->d_name;
+            int32_t tid = 0;
+            off += d->d_reclen;
+            if (*s < '0' || *s > '9')
+                continue;
+            while (*s >= '0' && *s <= '9')
+                tid = tid * 10 + (*s++ - '0');
+            if (tid != fa_g.forking_tid && fa_g.ntids < FA_MAX_TIDS)
+                fa_g.tids[fa_g.ntids++] = tid;
+        }
+    }
+    close(fd);
+    qsort(fa_g.tids, (size_t)fa_g.ntids, sizeof fa_g.tids[0], cmp_tid);
+    for (i = 0; i < fa_g.ntids; i++)
+        read_comm(fa_g.tids[i], fa_g.comm[i]);
+}
+
+static void on_prepare(void) {
+    if (!fa_g.armed)
+        return;
+    fa_g.forking_tid = fa_sys_gettid();
+    fa_g.parent_pid = (int32_t)getpid();
+    memset(&fa_g.stats, 0, sizeof fa_g.stats);
+    record_threads();
+}
+
+static void on_parent(void) {
+    fa_g.armed = 0;
+}
+
+static void on_child(void) {
+    if (!fa_g.armed)
+        return;
+    fa_g.armed = 0;
+    fa_scan_run(fa_g.mode);
+}
+
+int fa_register(void) {
+    if (registered)
+        return 0;
+    if (pthread_atfork(on_prepare, on_parent, on_child) != 0)
+        return -1;
+    registered = 1;
+    return 0;
+}
+
+void fa_arm(int mode, const uint64_t *reject, int nreject) {
+    int i;
+    if (nreject > FA_MAX_REJECT)
+        nreject = FA_MAX_REJECT;
+    for (i = 0; i < nreject; i++)
+        fa_g.reject[i] = reject[i];
+    fa_g.nreject = nreject;
+    fa_g.mode = mode;
+    fa_g.stats.done = 0;
+    fa_g.armed = 1;
+}
+
+void fa_disarm(void) {
+    fa_g.armed = 0;
+}
+
+int fa_vanished(int32_t *tids, int max) {
+    int i, n = fa_g.ntids < max ? fa_g.ntids : max;
+    for (i = 0; i < n; i++)
+        tids[i] = fa_g.tids[i];
+    return fa_g.ntids;
+}
+
+int32_t fa_forking_tid(void) {
+    return fa_g.forking_tid;
+}
+
+int32_t fa_parent_pid(void) {
+    return fa_g.parent_pid;
+}
+
+int fa_vanished_comm(int i, char *out, size_t outlen) {
+    if (i < 0 || i >= fa_g.ntids || outlen == 0)
+        return -1;
+    strncpy(out, fa_g.comm[i], outlen - 1);
+    out[outlen - 1] = '\0';
+    return 0;
+}
+
+int fa_hits(fa_hit *out, int max) {
+    int n = fa_g.stats.hits < max ? fa_g.stats.hits : max;
+    memcpy(out, fa_g.hits, (size_t)n * sizeof *out);
+    return fa_g.stats.hits;
+}
+
+void fa_stats(fa_scan_stats *out) {
+    *out = fa_g.stats;
+}
