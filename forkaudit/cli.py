@@ -1,0 +1,23 @@
+"""The forkaudit command line: one verb per module under forkaudit/commands."""
+import argparse
+import sys
+
+from .commands import report, run
+
+
+def parser():
+    ap = argparse.ArgumentParser(prog="forkaudit", description="Explain fork-after-threads deadlocks.")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (run, report):
+        module.add_parser(sub)
+    return ap
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    ap = parser()
+    args = ap.parse_args(argv)
+    if not args.command:
+        ap.print_help(sys.stderr)
+        return 2
+    return args.func(args)

@@ -1,0 +1,69 @@
+"""forkaudit run [--policy P] [--json PATH] [--scan S] -- CMD...
+
+Runs CMD with forkaudit active in every Python process it starts (through
+the FORKAUDIT* environment variables and the installed .pth hook), and exits
+with CMD's exit status.
+"""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+
+from ..errors import SettingsError
+from ..settings import POLICIES, SCANS, check_json_path
+
+
+def add_parser(sub):
+    p = sub.add_parser("run", help="run a command with every fork audited",
+                       description=__doc__.split("\n\n")[1])
+    p.add_argument("--policy", choices=POLICIES, default="warn",
+                   help="warn: report on the child's stderr; record: JSON only; "
+                        "abort: hazardous children exit with status 86; raise: os.fork() refuses")
+    p.add_argument("--json", metavar="PATH", help="append one JSON line per audited fork to PATH")
+    p.add_argument("--scan", choices=SCANS, default="full",
+                   help="memory scanned for C locks: full, libs (libraries' data only) or off")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help="the command, after --")
+    p.set_defaults(func=main)
+    return p
+
+
+def environment(args):
+    env = dict(os.environ)
+    env["FORKAUDIT"] = args.policy
+    env["FORKAUDIT_SCAN"] = args.scan
+    if args.json:
+        env["FORKAUDIT_JSON"] = check_json_path(args.json)
+    else:
+        env.pop("FORKAUDIT_JSON", None)
+    return env
+
+
+def main(args):
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        print("forkaudit run: no command given (forkaudit run [options] -- CMD...)", file=sys.stderr)
+        return 2
+    try:
+        env = environment(args)
+    except SettingsError as e:
+        print("forkaudit run: %s" % e, file=sys.stderr)
+        return 2
+    try:
+        proc = subprocess.Popen(cmd, env=env)
+    except OSError as e:
+        print("forkaudit run: cannot run %s: %s" % (cmd[0], e.strerror or e), file=sys.stderr)
+        return 127
+    forwarded = {}
+
+    def forward(signum, frame):
+        proc.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        forwarded[sig] = signal.signal(sig, forward)
+    try:
+        status = proc.wait()
+    finally:
+        for sig, old in forwarded.items():
+            signal.signal(sig, old)
+    return 128 - status if status < 0 else status

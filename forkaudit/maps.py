@@ -1,0 +1,64 @@
+"""/proc/self/maps: which mapping an address lives in, by name."""
+import bisect
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mapping:
+    start: int
+    end: int
+    perms: str
+    offset: int
+    path: str  # file path, "[heap]", "[stack]", ... or "" for anonymous memory
+
+
+class Maps:
+    def __init__(self, mappings):
+        self.mappings = sorted(mappings, key=lambda m: m.start)
+        self._starts = [m.start for m in self.mappings]
+
+    @classmethod
+    def read(cls, path="/proc/self/maps"):
+        out = []
+        try:
+            with open(path) as f:
+                for line in f:
+                    parts = line.split(None, 5)
+                    if len(parts) < 5:
+                        continue
+                    lo, hi = parts[0].split("-")
+                    out.append(Mapping(int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16),
+                                       parts[5].strip() if len(parts) > 5 else ""))
+        except OSError:
+            pass
+        return cls(out)
+
+    def find(self, addr):
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and self.mappings[i].start <= addr < self.mappings[i].end:
+            return self.mappings[i]
+        return None
+
+    def region_name(self, addr):
+        """The report's `library`: a file path, [heap], [stack], [anon], or None if unmapped.
+
+        An anonymous mapping right after a file's mapping is that file's .bss.
+        """
+        m = self.find(addr)
+        if m is None:
+            return None
+        if m.path:
+            return m.path
+        i = self.mappings.index(m)
+        if i > 0:
+            prev = self.mappings[i - 1]
+            if prev.end == m.start and prev.path.startswith("/"):
+                return prev.path
+        return "[anon]"
+
+    def file_base(self, path):
+        """Load address of a file: start of its mapping with file offset 0."""
+        for m in self.mappings:
+            if m.path == path and m.offset == 0:
+                return m.start
+        return None

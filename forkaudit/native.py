@@ -1,0 +1,134 @@
+"""The native shim, loaded once, with its import-time layout check.
+
+C-level detection needs glibc on x86_64 with the lock layout of
+csrc/glibc_layout.h. Where the shim cannot load or the layout does not
+match, ``available`` is False, ``reason`` says why in one line, and the rest
+of forkaudit (Python-level locks) keeps working.
+"""
+import sys
+
+SCAN_MODES = {"off": 0, "libs": 1, "full": 2}
+KIND_MUTEX = 1
+KIND_RWLOCK = 2
+
+ffi = lib = None
+available = False
+reason = ""
+
+try:
+    from ._shim import ffi, lib  # noqa: F811
+except ImportError as e:  # no compiled shim for this platform
+    reason = "the native shim is not available (%s)" % e
+else:
+    _msg = ffi.new("char[200]")
+    available = bool(lib.fa_layout_check(_msg, 200))
+    reason = ffi.string(_msg).decode(errors="replace")
+
+if not sys.platform.startswith("linux"):
+    available = False
+    reason = "C-level lock detection needs Linux (this is %s)" % sys.platform
+
+
+def register():
+    """Register the pthread_atfork handlers (idempotent). False if it could not."""
+    return lib is not None and lib.fa_register() == 0
+
+
+def arm(scan, reject=()):
+    if lib is None:
+        return
+    mode = SCAN_MODES[scan] if available else 0
+    ids = ffi.new("uint64_t[]", list(reject)[:8] or [0])
+    lib.fa_arm(mode, ids, min(len(reject), 8))
+
+
+def disarm():
+    if lib is not None:
+        lib.fa_disarm()
+
+
+def vanished():
+    """[(tid, comm)] of the threads recorded at the fork, other than the forking one."""
+    if lib is None:
+        return []
+    n = lib.fa_vanished(ffi.NULL, 0)
+    buf = ffi.new("int32_t[]", max(n, 1))
+    lib.fa_vanished(buf, n)
+    out = []
+    name = ffi.new("char[16]")
+    for i in range(n):
+        lib.fa_vanished_comm(i, name, 16)
+        out.append((int(buf[i]), ffi.string(name).decode(errors="replace")))
+    return out
+
+
+def forking_tid():
+    return int(lib.fa_forking_tid()) if lib is not None else None
+
+
+def parent_pid():
+    return int(lib.fa_parent_pid()) if lib is not None else None
+
+
+def hits():
+    """The locks found by the last child-side scan: list of dicts."""
+    if lib is None:
+        return []
+    n = lib.fa_hits(ffi.NULL, 0)
+    buf = ffi.new("fa_hit[]", max(n, 1))
+    n = min(lib.fa_hits(buf, n), n)
+    return [{"addr": int(h.addr), "kind": int(h.kind), "owner": int(h.owner), "type": int(h.type),
+             "word": int(h.word), "count": int(h.count), "nusers": int(h.nusers)}
+            for h in (buf[i] for i in range(n))]
+
+
+def stats():
+    if lib is None:
+        return None
+    s = ffi.new("fa_scan_stats *")
+    lib.fa_stats(s)
+    return {"mode": int(s.mode), "mappings": int(s.mappings), "skipped": int(s.skipped),
+            "hits": int(s.hits), "overflow": int(s.overflow), "done": bool(s.done),
+            "bytes": int(s.bytes), "seconds": float(s.seconds)}
+
+
+def still_held(addr, kind, tid):
+    return int(lib.fa_still_held(addr, kind, tid))
+
+
+def read(addr, size):
+    """size bytes at addr, or None if unreadable; never faults."""
+    buf = ffi.new("char[]", size)
+    if lib.fa_read(addr, buf, size) != 0:
+        return None
+    return bytes(ffi.buffer(buf, size))
+
+
+def dladdr(addr):
+    """(file, symbol, file_base, symbol_address) for addr, or None."""
+    if lib is None:
+        return None
+    fname, sname = ffi.new("char[4096]"), ffi.new("char[1024]")
+    fbase, saddr = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+    if not lib.fa_dladdr(addr, fname, 4096, sname, 1024, fbase, saddr):
+        return None
+    return (ffi.string(fname).decode(errors="replace") or None,
+            ffi.string(sname).decode(errors="replace") or None, int(fbase[0]), int(saddr[0]))
+
+
+def gettid():
+    return int(lib.fa_gettid()) if lib is not None else None
+
+
+def scan_now(scan, tids):
+    """Scan this process now for locks owned by tids (call in a single-threaded child)."""
+    arr = ffi.new("int32_t[]", list(tids) or [0])
+    lib.fa_scan_now(SCAN_MODES[scan], arr, len(tids), len(tids) + 1)
+    return hits(), stats()
+
+
+def memchr_pass(scan):
+    """(seconds, bytes) of memchr over the same mappings the scan reads."""
+    nbytes = ffi.new("uint64_t *")
+    t = lib.fa_memchr_pass(SCAN_MODES[scan], nbytes)
+    return float(t), int(nbytes[0])

@@ -1,0 +1,96 @@
+"""The human report: what a kernel lockdep splat or a JVM deadlock report would say.
+
+Most important first: each held lock and where it lives, its owner and the
+owner's stack (innermost last), then where the fork was called from, then
+what was reset harmlessly, then one line of advice.
+"""
+
+WIDTH = 78
+
+
+def _frames(stack, indent="        ", limit=12):
+    lines = []
+    shown = stack[-limit:] if stack else []
+    if stack and len(stack) > limit:
+        lines.append("%s... %d outer frames not shown" % (indent, len(stack) - limit))
+    for f in shown:
+        where = f.get("file") or "?"
+        line = f.get("line")
+        lines.append('%sFile "%s"%s, in %s' % (indent, where, ", line %d" % line if line else "",
+                                               f.get("function") or "?"))
+    return lines
+
+
+def where_text(h):
+    obj = h.get("object") or {}
+    parts = []
+    if obj.get("path"):
+        parts.append(obj["path"])
+    if h.get("symbol"):
+        parts.append(h["symbol"])
+    place = []
+    if obj.get("type"):
+        place.append(obj["type"])
+    if h.get("address"):
+        place.append("at " + h["address"])
+    if h.get("library") and not obj.get("path"):
+        place.append("in " + h["library"])
+    head = " ".join(parts) or "(unnamed lock)"
+    return "%s  (%s)" % (head, " ".join(place)) if place else head
+
+
+def owner_text(h):
+    o = h.get("owner") or {}
+    if not o or (o.get("name") is None and o.get("native_id") is None):
+        return "owner unknown"
+    return "thread %r (native id %s)" % (o.get("name"), o.get("native_id"))
+
+
+def advice(event):
+    kinds = {h.get("kind") for h in event.get("hazards", [])}
+    if kinds & {"pthread_mutex", "pthread_rwlock", "semaphore"}:
+        return ("fix: create worker processes with the 'spawn' or 'forkserver' start method "
+                "(multiprocessing.get_context('forkserver')), or fork before starting threads "
+                "that call into this library.")
+    return ("fix: create worker processes with the 'spawn' or 'forkserver' start method "
+            "(multiprocessing.get_context('forkserver')), or reset the lock in the child with "
+            "os.register_at_fork(after_in_child=...).")
+
+
+def text(event):
+    hazards = event.get("hazards", [])
+    reinit = event.get("reinitialized", [])
+    lines = []
+    n = len(hazards)
+    lines.append("forkaudit: fork of pid %s -> child %s: %s held by threads that do not exist in the child"
+                 % (event.get("parent_pid"), event.get("pid"),
+                    "no lock is" if n == 0 else "1 lock is" if n == 1 else "%d locks are" % n))
+    for i, h in enumerate(hazards, 1):
+        lines.append("")
+        lines.append("  [%d] %s %s" % (i, h.get("kind"), where_text(h)))
+        lines.append("      owner: %s" % owner_text(h))
+        if h.get("held_at"):
+            lines.append("      its stack at the fork (innermost last):")
+            lines.extend(_frames(h["held_at"]))
+        lines.append("      why: %s" % h.get("why"))
+    ft = event.get("forking_thread") or {}
+    lines.append("")
+    lines.append("  fork called from thread %r (native id %s):" % (ft.get("name"), ft.get("native_id")))
+    lines.extend(_frames(ft.get("stack") or []))
+    if reinit:
+        lines.append("")
+        lines.append("  reset in the child by an at-fork handler (not a hazard):")
+        for h in reinit:
+            lines.append("      %s %s, %s, reset by %s" % (h.get("kind"), where_text(h), owner_text(h),
+                                                            h.get("by") or "an unknown handler"))
+    if hazards:
+        lines.append("")
+        lines.append("  " + advice(event))
+    return "\n".join(lines) + "\n"
+
+
+def summary(event):
+    """One line for a record."""
+    return "pid %s (parent %s, %s policy): %d hazard(s), %d reinitialized, %d other thread(s)" % (
+        event.get("pid"), event.get("parent_pid"), event.get("policy"), len(event.get("hazards", [])),
+        len(event.get("reinitialized", [])), len(event.get("threads", [])))

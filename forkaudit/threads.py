@@ -1,0 +1,79 @@
+"""The parent-side snapshot of threads, taken in the before-fork hook.
+
+The forking thread holds the GIL there, so every other Python thread is
+frozen where it stands: its stack is what it was doing at the fork. Only
+plain data (and references to lock objects) is kept: frame objects of
+threads that vanish must not be touched in the child.
+"""
+import os
+import sys
+import threading
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+MAX_FRAMES = 64
+
+
+def frame_record(frame):
+    code = frame.f_code
+    return {"file": code.co_filename, "line": frame.f_lineno, "function": code.co_name}
+
+
+def stack_of(frame, skip_own=False):
+    """Frames outermost first. skip_own drops forkaudit's own innermost frames."""
+    frames = []
+    while frame is not None and len(frames) < MAX_FRAMES:
+        frames.append(frame)
+        frame = frame.f_back
+    if skip_own:
+        while frames and frames[0].f_code.co_filename.startswith(PACKAGE_DIR):
+            frames.pop(0)
+    frames.reverse()
+    return frames
+
+
+class ThreadInfo:
+    __slots__ = ("ident", "native_id", "name", "daemon", "frames", "stack")
+
+    def __init__(self, ident, native_id, name, daemon, frames):
+        self.ident, self.native_id, self.name, self.daemon = ident, native_id, name, daemon
+        self.frames = frames  # live frame objects: parent side only, dropped before the fork
+        self.stack = [frame_record(f) for f in frames]
+
+    def as_report(self, python=True):
+        return {"native_id": self.native_id, "ident": self.ident, "name": self.name,
+                "daemon": self.daemon, "python": python, "stack": self.stack}
+
+
+def python_threads():
+    """{ident: Thread} without taking threading's locks (never block in a fork hook)."""
+    known = {}
+    for table in ("_active", "_limbo"):
+        for key, t in list(getattr(threading, table, {}).items()):
+            ident = getattr(t, "ident", None) or (key if table == "_active" else None)
+            if ident is not None:
+                known[ident] = t
+    return known
+
+
+def capture():
+    """(forking ThreadInfo, [other ThreadInfo]) for the current moment."""
+    me = threading.get_ident()
+    frames = sys._current_frames()
+    known = python_threads()
+    forking, others = None, []
+    for ident in set(frames) | set(known):
+        t = known.get(ident)
+        native_id = getattr(t, "native_id", None) if t is not None else None
+        if ident == me:
+            native_id = threading.get_native_id()
+        name = t.name if t is not None else None
+        daemon = t.daemon if t is not None else None
+        stack = stack_of(frames.get(ident), skip_own=ident == me)
+        info = ThreadInfo(ident, native_id, name or ("MainThread" if ident == me and t is None else name),
+                          daemon, stack)
+        if ident == me:
+            forking = info
+        else:
+            others.append(info)
+    others.sort(key=lambda i: (i.native_id is None, i.native_id or 0))
+    return forking, others
