@@ -1,9 +1,175 @@
-"""Python-level locks held at the fork (filled in by the Python-attribution work)."""
+"""Python-level locks held at the fork: captured in the parent, judged in the child.
+
+Parent (before-fork hook, GIL held, every other thread frozen): read each
+thread's frames for the locks it holds (heldby), note the Condition waiter
+locks and per-thread bookkeeping locks that are never hazards, and record
+each candidate's state at the fork.
+
+Child (after every at-fork handler): walk from loggers and modules to name
+each lock and to find locked locks no stack accounted for (RLocks name their
+owner; plain Locks then have "owner unknown"); a lock still locked in the
+child and held by a thread that does not exist there is a hazard; one that an
+at-fork handler reset is `reinitialized`.
+"""
+import sys
+import threading
+
+from . import heldby, locktypes, naming
+from .threads import python_threads
+
+
+class Candidate:
+    __slots__ = ("lock", "owners", "held", "state")
+
+    def __init__(self, lock, state):
+        self.lock = lock
+        self.owners = []   # ThreadInfo of threads whose frames hold it
+        self.held = {}     # native_id/ident -> heldby.Held (how that thread holds it)
+        self.state = state  # locktypes.State at the fork
+
+
+class Snapshot:
+    __slots__ = ("candidates", "private", "forking", "by_ident")
+
+    def __init__(self, forking, others):
+        self.candidates = {}
+        self.private = []   # objects: locks that are never hazards (refs keep their ids valid)
+        self.forking = forking
+        self.by_ident = {t.ident: t for t in [forking] + others if t.ident is not None}
 
 
 def capture(forking, others):
+    """The parent's view of Python locks at the fork (call with the GIL held, frames live)."""
+    snap = Snapshot(forking, others)
+    for thread in python_threads().values():
+        tstate = thread.__dict__.get("_tstate_lock")  # 3.9-3.12: reset by threading after fork
+        if tstate is not None:
+            snap.private.append(tstate)
+    for info in [forking] + others:
+        if not info.frames:
+            continue
+        held, _released, private = heldby.analyse(info.frames)
+        snap.private.extend(private)
+        for h in held:
+            c = snap.candidates.get(id(h.lock))
+            if c is None:
+                c = snap.candidates[id(h.lock)] = Candidate(h.lock, locktypes.state(h.lock))
+            if info not in c.owners:
+                c.owners.append(info)
+                c.held[info.ident] = h
+    return snap
+
+
+def known_resetter(lock):
+    """Who resets this lock in every child, by knowledge of the standard library."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        if lock is getattr(logging, "_lock", None):
+            return "logging"
+        for handler in list(getattr(logging, "_at_fork_reinit_lock_weakset", ())):
+            if handler.__dict__.get("lock") is lock:
+                return "logging"
+    for name in ("_active_limbo_lock", "_shutdown_locks_lock"):
+        if lock is getattr(threading, name, None):
+            return "threading"
+    futures_thread = sys.modules.get("concurrent.futures.thread")
+    if futures_thread is not None and lock is getattr(futures_thread, "_global_shutdown_lock", None):
+        return "concurrent.futures"
     return None
 
 
-def audit_child(snapshot):
-    return [], []
+def _owner(c, snap):
+    """(ThreadInfo or None, known) — RLocks record their owner; plain locks go by the stacks."""
+    if c.state.owner is not None:
+        return snap.by_ident.get(c.state.owner), True
+    if snap.forking in c.owners:
+        return snap.forking, True
+    if c.owners:
+        return c.owners[0], True
+    return None, False
+
+
+def _where_held(c, owner):
+    h = c.held.get(owner.ident) if owner is not None else None
+    if h is None or owner.stack is None or h.frame_index >= len(owner.stack):
+        return ""
+    f = owner.stack[h.frame_index]
+    return " in %s() at %s:%s (%s %s)" % (f["function"], f["file"].rsplit("/", 1)[-1], f["line"],
+                                          "with" if h.how == "with" else "after", h.text +
+                                          (".acquire()" if h.how == "acquire" else ""))
+
+
+def _entry(c, owner, path, container):
+    lock = c.lock
+    kind = locktypes.kind_of(lock)
+    who = "thread %r (native id %s)" % (owner.name, owner.native_id) if owner is not None else None
+    what = container or ("a %s" % locktypes.type_name(lock))
+    count = " (acquired %d times)" % c.state.count if kind == "python_rlock" and c.state.count > 1 else ""
+    return {
+        "kind": kind,
+        "owner": {"native_id": owner.native_id, "name": owner.name} if owner is not None else None,
+        "object": {"type": locktypes.type_name(lock), "path": path},
+        "address": "0x%x" % id(lock),
+        "library": None,
+        "symbol": None,
+        "held_at": list(owner.stack) if owner is not None else None,
+        "by": None,
+        "why": "",
+        "_who": who, "_what": what + count, "_where": _where_held(c, owner),
+    }
+
+
+def audit(snap, in_child=True):
+    """(hazards, reinitialized) report entries for the Python locks of a fork."""
+    if snap is None:
+        return [], []
+    walked = naming.walk()
+    private = {id(o) for o in snap.private} | walked.private
+    candidates = dict(snap.candidates)
+    for lock_id, lock in walked.locks.items():
+        if lock_id in candidates or lock_id in private:
+            continue
+        state = locktypes.state(lock)
+        if state.locked:
+            candidates[lock_id] = Candidate(lock, state)
+    hazards, reinit = [], []
+    for lock_id, c in candidates.items():
+        if lock_id in private or not c.state.locked:
+            continue
+        owner, known = _owner(c, snap)
+        if owner is snap.forking and owner is not None:
+            continue  # the child is that thread: it owns the lock
+        if not known and c.state.owner is not None:
+            continue  # an RLock owned by a thread we do not know (a C thread's? leave it)
+        path = walked.paths.get(lock_id)
+        container = naming.describe_container(c.lock, walked.parents.get(lock_id), path)
+        e = _entry(c, owner, path, container)
+        still = locktypes.state(c.lock).locked if in_child else True
+        by = known_resetter(c.lock)
+        if still and by is None:
+            if owner is None:
+                e["why"] = ("%s is locked and no thread's stack shows who holds it (owner unknown); "
+                            "it stays locked in the child" % e["_what"])
+            else:
+                e["why"] = "%s held by %s%s, which does not exist in the child" % (
+                    e["_what"], e["_who"], e["_where"])
+            hazards.append(e)
+        else:
+            e["by"] = by
+            e["why"] = "%s was held by %s%s at the fork; %s reset it in the child" % (
+                e["_what"], e["_who"] or "an unknown thread", e["_where"],
+                "%s's at-fork handler" % by if by else "an at-fork handler")
+            reinit.append(e)
+    for e in hazards + reinit:
+        for key in ("_who", "_what", "_where"):
+            del e[key]
+    return hazards, reinit
+
+
+def audit_child(snap):
+    return audit(snap, in_child=True)
+
+
+def audit_parent(snap):
+    """Policy 'raise': what the parent can see before forking."""
+    return audit(snap, in_child=False)

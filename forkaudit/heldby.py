@@ -1,0 +1,214 @@
+"""Which locks a thread holds, read off its frames.
+
+A plain threading.Lock records no owner. But the other threads are frozen at
+the fork, and their frames say what they are doing: a frame whose current
+line is inside the body of ``with <expr>:`` holds what <expr> names, and one
+past ``<expr>.acquire()`` with no ``<expr>.release()`` in between holds it
+too. The expression is evaluated in the frame without running any user code
+(names, attributes found in instance or class dicts, constant subscripts).
+
+A frame inside Condition.wait() has released the Condition's lock (and holds
+only its private waiter lock, which no other thread ever takes): both are
+recorded so that callers can drop them.
+"""
+import ast
+import linecache
+import threading
+import types
+
+from .locktypes import underlying
+
+WAIT_CODES = {threading.Condition.wait.__code__, threading.Condition.wait_for.__code__}
+_trees = {}     # filename -> ast.Module or None
+_regions = {}   # code object -> Regions or None
+_MISSING = object()
+GETSET = types.GetSetDescriptorType
+MEMBER = types.MemberDescriptorType
+
+
+class Regions:
+    """Lock-holding constructs of one function: with-blocks and acquire()/release() calls."""
+
+    __slots__ = ("withs", "acquires", "releases")
+
+    def __init__(self):
+        self.withs = []      # (with_line, body_first, body_last, expr)
+        self.acquires = []   # (line, expr)
+        self.releases = []   # (line, dump of expr)
+
+
+def _tree(filename):
+    if filename not in _trees:
+        tree = None
+        lines = linecache.getlines(filename)
+        if lines:
+            try:
+                tree = ast.parse("".join(lines), filename)
+            except (SyntaxError, ValueError, MemoryError):
+                tree = None
+        _trees[filename] = tree
+    return _trees[filename]
+
+
+def _function_node(tree, code):
+    if code.co_name == "<module>":
+        return tree
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == code.co_name:
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            if first == code.co_firstlineno or node.lineno == code.co_firstlineno:
+                return node
+    return None
+
+
+def _own_nodes(fn):
+    """The nodes of a function body, not descending into nested functions or classes."""
+    stack = list(fn.body)
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                stack.append(child)
+
+
+def regions(code):
+    if code in _regions:
+        return _regions[code]
+    result = None
+    tree = _tree(code.co_filename)
+    fn = _function_node(tree, code) if tree is not None else None
+    if fn is not None:
+        result = Regions()
+        for node in _own_nodes(fn):
+            if isinstance(node, (ast.With, ast.AsyncWith)) and node.body:
+                last = node.body[-1]
+                end = getattr(last, "end_lineno", None) or last.lineno
+                for item in node.items:
+                    result.withs.append((node.lineno, node.body[0].lineno, end, item.context_expr))
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr == "acquire":
+                    result.acquires.append((node.lineno, node.func.value))
+                elif node.func.attr == "release":
+                    result.releases.append((node.lineno, ast.dump(node.func.value)))
+    _regions[code] = result
+    return result
+
+
+def held_expressions(code, line):
+    """The expressions whose locks a frame at `line` of `code` holds: [(expr, how)]."""
+    r = regions(code)
+    if r is None or line is None:
+        return []
+    out = []
+    for with_line, first, last, expr in r.withs:
+        # on the with line itself the thread may still be waiting to acquire
+        if first <= line <= last and line > with_line:
+            out.append((expr, "with"))
+    for acq_line, expr in r.acquires:
+        if acq_line < line:
+            dump = ast.dump(expr)
+            if not any(d == dump and acq_line < rel_line <= line for rel_line, d in r.releases):
+                out.append((expr, "acquire"))
+    return out
+
+
+def _attr(obj, name):
+    """obj.name without running user code: instance dict, module dict, slots, class dicts."""
+    if isinstance(obj, types.ModuleType):
+        return obj.__dict__.get(name, _MISSING)
+    t = type(obj)
+    for klass in t.__mro__:
+        entry = klass.__dict__.get("__dict__")
+        if entry is not None:
+            if type(entry) is GETSET:
+                d = entry.__get__(obj, t)
+                if isinstance(d, dict) and name in d:
+                    return d[name]
+            break
+    for klass in t.__mro__:
+        entry = klass.__dict__.get(name, _MISSING)
+        if entry is _MISSING:
+            continue
+        if type(entry) is MEMBER:
+            try:
+                return entry.__get__(obj, t)
+            except AttributeError:
+                return _MISSING
+        if hasattr(type(entry), "__get__"):
+            return _MISSING  # a property or method: evaluating it could run code
+        return entry
+    return _MISSING
+
+
+def evaluate(expr, f_locals, f_globals):
+    """Evaluate a name/attribute/constant-subscript expression safely; _MISSING if it can't be."""
+    if isinstance(expr, ast.Name):
+        for scope in (f_locals, f_globals, f_globals.get("__builtins__", {})):
+            if isinstance(scope, types.ModuleType):
+                scope = scope.__dict__
+            # a dict, or on 3.13 a FrameLocalsProxy (a mapping over the frame's fast locals)
+            try:
+                if expr.id in scope:
+                    return scope[expr.id]
+            except (TypeError, KeyError):
+                continue
+        return _MISSING
+    if isinstance(expr, ast.Attribute):
+        base = evaluate(expr.value, f_locals, f_globals)
+        return _MISSING if base is _MISSING else _attr(base, expr.attr)
+    if isinstance(expr, ast.Subscript):
+        base = evaluate(expr.value, f_locals, f_globals)
+        key = expr.slice
+        if isinstance(key, ast.Index):  # Python 3.8 ast
+            key = key.value
+        if base is _MISSING or not isinstance(key, ast.Constant) or type(base) not in (dict, list, tuple):
+            return _MISSING
+        try:
+            return base[key.value]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return _MISSING
+
+
+class Held:
+    """A lock a thread holds according to its frames."""
+
+    __slots__ = ("lock", "wrapper", "frame_index", "how", "text")
+
+    def __init__(self, lock, wrapper, frame_index, how, text):
+        self.lock, self.wrapper, self.frame_index, self.how, self.text = lock, wrapper, frame_index, how, text
+
+
+def analyse(frames):
+    """(held, released, private) for one thread's frames (outermost first).
+
+    held: [Held]; released: ids of locks a Condition.wait() in progress gave up;
+    private: Condition.wait waiter locks (never a hazard).
+    """
+    held, released, private = [], set(), []
+    for index, frame in enumerate(frames):
+        code = frame.f_code
+        if code in WAIT_CODES:
+            f_locals = frame.f_locals
+            cond = f_locals.get("self")
+            if isinstance(cond, threading.Condition):
+                for lock, _ in underlying(cond):
+                    released.add(id(lock))
+                private.extend(w for w in cond.__dict__.get("_waiters", ()))
+            waiter = f_locals.get("waiter")
+            if waiter is not None:
+                private.append(waiter)
+            continue
+        exprs = held_expressions(code, frame.f_lineno)
+        if not exprs:
+            continue
+        f_locals, f_globals = frame.f_locals, frame.f_globals
+        for expr, how in exprs:
+            obj = evaluate(expr, f_locals, f_globals)
+            if obj is _MISSING:
+                continue
+            text = ast.unparse(expr) if hasattr(ast, "unparse") else how
+            for lock, wrapper in underlying(obj):
+                held.append(Held(lock, wrapper, index, how, text))
+    return [h for h in held if id(h.lock) not in released], released, private

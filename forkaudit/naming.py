@@ -1,0 +1,196 @@
+"""Where a Python lock lives: the shortest path a user could type to reach it.
+
+A bounded breadth-first walk from the loggers (``logging.getLogger()``,
+``logging.getLogger('app')``) and from every module's globals
+(``__main__.REGISTRY_LOCK``, ``myapp.db.SERVICES['db'][1].io_lock``), through
+instance and class dicts, slots, dicts, lists, tuples and deques. It runs no
+user code: attributes are read from dicts and slot descriptors only; weak
+references, functions and frames are not followed.
+
+The same walk reports every lock it meets (for locks no thread's stack
+accounted for), and the Condition waiter locks it sees (never hazards).
+"""
+import collections
+import sys
+import threading
+import types
+
+from .locktypes import PRIMITIVES
+
+MAX_NODES = 60000
+MAX_DEPTH = 7
+MAX_ITEMS = 2000
+GETSET = types.GetSetDescriptorType
+MEMBER = types.MemberDescriptorType
+
+_LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None), types.FunctionType,
+           types.BuiltinFunctionType, types.MethodType, types.ModuleType, types.CodeType,
+           types.FrameType, types.GeneratorType, types.CoroutineType, property, staticmethod,
+           classmethod, memoryview, range, slice, type(Ellipsis), type(NotImplemented),
+           types.BuiltinMethodType, types.WrapperDescriptorType, types.MethodWrapperType,
+           types.MethodDescriptorType, types.ClassMethodDescriptorType, GETSET, MEMBER)
+_SKIP_MODULES = ("forkaudit",)
+_layout = {}  # type -> (dict descriptor or None, [(slot name, descriptor)])
+
+
+def _type_layout(t):
+    if t not in _layout:
+        dict_desc, slots = None, []
+        try:
+            mro = t.__mro__
+        except AttributeError:
+            mro = ()
+        for klass in mro:
+            entry = klass.__dict__.get("__dict__")
+            if entry is not None:
+                dict_desc = entry if type(entry) is GETSET else None
+                break
+        for klass in mro:
+            for name in klass.__dict__.get("__slots__", ()) or ():
+                desc = klass.__dict__.get(name)
+                if type(desc) is MEMBER:
+                    slots.append((name, desc))
+        _layout[t] = (dict_desc, slots)
+    return _layout[t]
+
+
+def _key_text(key):
+    if isinstance(key, (str, int, bytes, float, bool)) or key is None:
+        return "[%r]" % (key,)
+    return None
+
+
+def _children(obj):
+    """(step text, child) pairs of an object, without running user code."""
+    if isinstance(obj, types.ModuleType):
+        for name, value in list(obj.__dict__.items())[:MAX_ITEMS * 4]:
+            if not name.startswith("__") and not isinstance(value, types.ModuleType):
+                yield "." + name, value
+        return
+    if isinstance(obj, type):
+        for name, value in list(obj.__dict__.items())[:MAX_ITEMS]:
+            if not name.startswith("__"):
+                yield "." + name, value
+        return
+    if isinstance(obj, dict):
+        for key, value in list(obj.items())[:MAX_ITEMS]:
+            step = _key_text(key)
+            if step is not None:
+                yield step, value
+        return
+    if isinstance(obj, (list, tuple, collections.deque)):
+        for i, value in enumerate(list(obj)[:MAX_ITEMS]):
+            yield "[%d]" % i, value
+        return
+    t = type(obj)
+    dict_desc, slots = _type_layout(t)
+    if dict_desc is not None:
+        try:
+            d = dict_desc.__get__(obj, t)
+        except Exception:  # noqa: BLE001
+            d = None
+        if isinstance(d, dict):
+            for name, value in list(d.items())[:MAX_ITEMS]:
+                if isinstance(name, str):
+                    yield "." + name, value
+    for name, desc in slots:
+        try:
+            yield "." + name, desc.__get__(obj, t)
+        except AttributeError:
+            continue
+
+
+def roots():
+    """(path, object) pairs to start from: loggers first, then modules (__main__ first)."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        yield "logging.getLogger()", logging.root
+        manager = getattr(logging.Logger, "manager", None)
+        for name, logger in list(getattr(manager, "loggerDict", {}).items()):
+            if isinstance(logger, logging.Logger):
+                yield "logging.getLogger(%r)" % name, logger
+    modules = list(sys.modules.items())
+    modules.sort(key=lambda item: (item[0] != "__main__", item[0].count("."), item[0]))
+    for name, module in modules:
+        if isinstance(module, types.ModuleType) and not name.startswith(_SKIP_MODULES):
+            yield name, module
+
+
+class Walk:
+    """Result of one walk: paths of locks, their containers, and waiter locks seen."""
+
+    def __init__(self):
+        self.paths = {}       # id(lock) -> path
+        self.locks = {}       # id(lock) -> lock
+        self.parents = {}     # id(lock) -> the object holding it
+        self.private = set()  # ids of Condition waiter locks
+        self.visited = 0
+        self.complete = True
+
+
+def walk(extra_roots=(), max_nodes=MAX_NODES):
+    """Breadth-first from the roots (and extra (path, object) roots), within max_nodes objects."""
+    result = Walk()
+    seen = set()
+    queue = collections.deque()
+    for path, obj in list(roots()) + list(extra_roots):
+        if id(obj) not in seen:
+            seen.add(id(obj))
+            queue.append((path, obj, 0, None))
+    condition = threading.Condition
+    while queue:
+        path, obj, depth, parent = queue.popleft()
+        if isinstance(obj, PRIMITIVES):
+            if id(obj) not in result.paths:
+                result.paths[id(obj)] = path
+                result.locks[id(obj)] = obj
+                result.parents[id(obj)] = parent
+            continue
+        result.visited += 1
+        if result.visited > max_nodes:
+            result.complete = False
+            break
+        if depth >= MAX_DEPTH:
+            continue
+        if isinstance(obj, condition):
+            result.private.update(id(w) for w in obj.__dict__.get("_waiters", ()))
+        try:
+            children = list(_children(obj))
+        except Exception:  # noqa: BLE001 - an odd object: leave it
+            continue
+        for step, child in children:
+            if isinstance(child, _LEAVES) or id(child) in seen:
+                continue
+            seen.add(id(child))
+            queue.append((path + step, child, depth + 1, obj))
+    return result
+
+
+def describe_container(lock, parent, path):
+    """A few words on what holds the lock: a logging handler, a queue, a Condition."""
+    logging = sys.modules.get("logging")
+    if logging is not None and isinstance(parent, logging.Handler):
+        return describe_handler(parent, path)
+    queue_mod = sys.modules.get("queue")
+    if queue_mod is not None and isinstance(parent, queue_mod.Queue):
+        return "the mutex of a %s.%s" % (type(parent).__module__, type(parent).__qualname__)
+    if isinstance(parent, threading.Condition):
+        return "the lock of a Condition"
+    return None
+
+
+def describe_handler(handler, path):
+    t = type(handler)
+    words = ["the lock of %s.%s" % (t.__module__, t.__qualname__)]
+    d = handler.__dict__
+    if d.get("baseFilename"):
+        words.append("writing to %s" % d["baseFilename"])
+    elif d.get("stream") is not None:
+        words.append("writing to %s" % getattr(d["stream"], "name", type(d["stream"]).__name__))
+    elif d.get("queue") is not None:
+        q = d["queue"]
+        words.append("feeding a %s.%s" % (type(q).__module__, type(q).__qualname__))
+    if path and path.startswith("logging.getLogger("):
+        logger = path.split(")", 1)[0] + ")"
+        words.append("on %s" % ("the root logger" if logger == "logging.getLogger()" else logger))
+    return " ".join(words)
