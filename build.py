@@ -31,7 +31,7 @@ def interface(header):
                 lines.append(line.strip())
             continue
         lines.append(line)
-    return "\n".join(lines)
+    return "\n".join(lines).replace("volatile ", "")
 
 
 ffibuilder = FFI()

@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 struct fa_state fa_g;
+int fa_arm_mode;
+volatile int fa_armed;
 static int registered;
 
 int32_t fa_sys_gettid(void) {
@@ -110,8 +112,9 @@ static void record_threads(void) {
 }
 
 static void on_prepare(void) {
-    if (!fa_g.armed)
+    if (!fa_armed)
         return;
+    fa_g.mode = fa_arm_mode;
     fa_g.forking_tid = fa_sys_gettid();
     fa_g.parent_pid = (int32_t)getpid();
     memset(&fa_g.stats, 0, sizeof fa_g.stats);
@@ -119,13 +122,13 @@ static void on_prepare(void) {
 }
 
 static void on_parent(void) {
-    fa_g.armed = 0;
+    fa_armed = 0;
 }
 
 static void on_child(void) {
-    if (!fa_g.armed)
+    if (!fa_armed)
         return;
-    fa_g.armed = 0;
+    fa_armed = 0;
     fa_scan_run(fa_g.mode);
 }
 
@@ -138,20 +141,17 @@ int fa_register(void) {
     return 0;
 }
 
-void fa_arm(int mode, const uint64_t *reject, int nreject) {
+void fa_set_reject(const uint64_t *reject, int nreject) {
     int i;
     if (nreject > FA_MAX_REJECT)
         nreject = FA_MAX_REJECT;
     for (i = 0; i < nreject; i++)
         fa_g.reject[i] = reject[i];
     fa_g.nreject = nreject;
-    fa_g.mode = mode;
-    fa_g.stats.done = 0;
-    fa_g.armed = 1;
 }
 
 void fa_disarm(void) {
-    fa_g.armed = 0;
+    fa_armed = 0;
 }
 
 int fa_vanished(int32_t *tids, int max) {

@@ -8,8 +8,7 @@
 /* Everything the fork path writes lives in this one static struct: no
  * allocation on that path, and the scan can skip our own memory. */
 struct fa_state {
-    volatile int armed;
-    int mode;
+    int mode;                           /* the mode of the fork under way */
     int32_t forking_tid;
     int32_t parent_pid;
     int ntids;

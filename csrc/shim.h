@@ -44,9 +44,14 @@ typedef struct {
 int fa_layout_check(char *msg, size_t msglen);
 /* Register the pthread_atfork handlers (once; later calls do nothing). 0 on success. */
 int fa_register(void);
-/* Arm the next fork: prepare records the other threads, the child scans (mode FA_SCAN_*).
- * reject: addresses of type objects whose instances may look like locks (see scan.c). */
-void fa_arm(int mode, const uint64_t *reject, int nreject);
+/* Arming the next fork. These are plain variables, set from Python without a call:
+ * cffi releases the GIL around calls, and the before-fork hook must not let other
+ * threads run between its snapshot and the fork. fa_arm_mode is FA_SCAN_*; fa_armed = 1
+ * makes prepare record the other threads and the child scan. */
+extern int fa_arm_mode;
+extern volatile int fa_armed;
+/* Type objects whose instances can mimic a held mutex (see scan.c); set once at install. */
+void fa_set_reject(const uint64_t *reject, int nreject);
 void fa_disarm(void);
 /* In the child: the threads recorded at the fork (vanished ones) and the forking thread. */
 int fa_vanished(int32_t *tids, int max);

@@ -95,21 +95,31 @@ def regions(code):
     return result
 
 
-def held_expressions(code, line):
-    """The expressions whose locks a frame at `line` of `code` holds: [(expr, how)]."""
+def held_expressions(code, line, inner=None):
+    """The expressions whose locks a frame at `line` of `code` holds: [(expr, how)].
+
+    how is "with" (inside a with body), "acquire" (past expr.acquire() with no release
+    since), "exiting" (on the with line, inside __exit__: still held) or "acquiring" (on
+    the with line or the acquire() call: waiting for the lock, or just granted it).
+    inner is the code object of the next frame in (its callee), if any.
+    """
     r = regions(code)
     if r is None or line is None:
         return []
     out = []
     for with_line, first, last, expr in r.withs:
-        # on the with line itself the thread may still be waiting to acquire
         if first <= line <= last and line > with_line:
             out.append((expr, "with"))
+        elif line == with_line:
+            name = inner.co_name if inner is not None else None
+            out.append((expr, "exiting" if name == "__exit__" else "acquiring"))
     for acq_line, expr in r.acquires:
         if acq_line < line:
             dump = ast.dump(expr)
             if not any(d == dump and acq_line < rel_line <= line for rel_line, d in r.releases):
                 out.append((expr, "acquire"))
+        elif acq_line == line:
+            out.append((expr, "acquiring"))
     return out
 
 
@@ -181,12 +191,14 @@ class Held:
 
 
 def analyse(frames):
-    """(held, released, private) for one thread's frames (outermost first).
+    """(held, acquiring, private) for one thread's frames (outermost first).
 
-    held: [Held]; released: ids of locks a Condition.wait() in progress gave up;
-    private: Condition.wait waiter locks (never a hazard).
+    held: [Held] locks the thread holds; acquiring: [Held] locks it is at the point of
+    acquiring (waiting for, or granted but not yet back from acquire()); private:
+    Condition.wait waiter locks (never a hazard). Locks a Condition.wait() in progress
+    gave up are in neither list.
     """
-    held, released, private = [], set(), []
+    held, acquiring, released, private = [], [], set(), []
     for index, frame in enumerate(frames):
         code = frame.f_code
         if code in WAIT_CODES:
@@ -200,7 +212,8 @@ def analyse(frames):
             if waiter is not None:
                 private.append(waiter)
             continue
-        exprs = held_expressions(code, frame.f_lineno)
+        inner = frames[index + 1].f_code if index + 1 < len(frames) else None
+        exprs = held_expressions(code, frame.f_lineno, inner)
         if not exprs:
             continue
         f_locals, f_globals = frame.f_locals, frame.f_globals
@@ -210,5 +223,7 @@ def analyse(frames):
                 continue
             text = ast.unparse(expr) if hasattr(ast, "unparse") else how
             for lock, wrapper in underlying(obj):
-                held.append(Held(lock, wrapper, index, how, text))
-    return [h for h in held if id(h.lock) not in released], released, private
+                h = Held(lock, wrapper, index, how, text)
+                (acquiring if how == "acquiring" else held).append(h)
+    return ([h for h in held if id(h.lock) not in released],
+            [h for h in acquiring if id(h.lock) not in released], private)

@@ -66,7 +66,7 @@ def _before():
         return
     try:
         _snapshot = take_snapshot(settings)
-        native.arm(settings.scan if _snapshot.c_level else "off", INT_TYPES)
+        native.arm(settings.scan if _snapshot.c_level else "off")
     except Exception as e:  # noqa: BLE001 - a hook must never break fork
         _snapshot = None
         native.disarm()
@@ -159,6 +159,7 @@ def activate(settings):
         _registered = True
     if native.lib is not None:
         native.register()
+        native.set_reject(INT_TYPES)
     _patch_fork()
     _settings = settings
     return settings

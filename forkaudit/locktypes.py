@@ -3,6 +3,8 @@ import re
 import sys
 import threading
 
+from . import cpython_layout
+
 LOCK = type(threading.Lock()) if isinstance(threading.Lock, type) else type(threading._allocate_lock())
 CRLOCK = getattr(threading, "_CRLock", None)
 PYRLOCK = getattr(threading, "_PyRLock", None)
@@ -30,27 +32,39 @@ def kind_of(lock):
 
 
 class State:
-    __slots__ = ("locked", "owner", "count")
+    """A lock's state. granted: taken, but the thread that took it had not yet returned from
+    acquire() (it was waiting for the GIL), so the object itself does not show it held."""
 
-    def __init__(self, locked, owner=None, count=0):
-        self.locked, self.owner, self.count = locked, owner, count
+    __slots__ = ("locked", "owner", "count", "granted")
+
+    def __init__(self, locked, owner=None, count=0, granted=False):
+        self.locked, self.owner, self.count, self.granted = locked, owner, count, granted
+
+
+def _with_semaphore(lock, flagged, owner, count):
+    taken = cpython_layout.taken(lock)
+    if taken is None:
+        return State(flagged, owner if flagged else None, count)
+    return State(taken, owner if flagged else None, count, granted=taken and not flagged)
 
 
 def state(lock):
     """The lock's state now, read without acquiring it. owner is a thread ident (RLocks only)."""
     if isinstance(lock, LOCK):
         held = lock.locked()
-        return State(held, None, 1 if held else 0)
+        return _with_semaphore(lock, held, None, 1 if held else 0)
     if CRLOCK is not None and isinstance(lock, CRLOCK):
         m = _RLOCK_REPR.match(repr(lock))
         if m is None:
             return State(False)
         count = int(m.group(3))
-        return State(m.group(1) == "locked" and count > 0, int(m.group(2)) or None, count)
+        return _with_semaphore(lock, m.group(1) == "locked" and count > 0, int(m.group(2)) or None, count)
     if PYRLOCK is not None and isinstance(lock, PYRLOCK):
         d = lock.__dict__
         count = d.get("_count", 0)
-        return State(count > 0, d.get("_owner"), count)
+        block = state(d["_block"]) if "_block" in d else State(count > 0)
+        return State(block.locked, d.get("_owner") if count else None, count,
+                     granted=block.locked and not count)
     if isinstance(lock, threading.Semaphore):
         d = lock.__dict__
         value = d.get("_value", 1)

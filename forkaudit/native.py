@@ -34,17 +34,24 @@ def register():
     return lib is not None and lib.fa_register() == 0
 
 
-def arm(scan, reject=()):
+def set_reject(reject):
+    """Addresses of type objects whose instances can mimic a held mutex (a Python int)."""
+    if lib is not None:
+        ids = ffi.new("uint64_t[]", list(reject)[:8] or [0])
+        lib.fa_set_reject(ids, min(len(reject), 8))
+
+
+def arm(scan):
+    """Arm the next fork. Plain variable writes: no C call, so the GIL is never released here."""
     if lib is None:
         return
-    mode = SCAN_MODES[scan] if available else 0
-    ids = ffi.new("uint64_t[]", list(reject)[:8] or [0])
-    lib.fa_arm(mode, ids, min(len(reject), 8))
+    lib.fa_arm_mode = SCAN_MODES[scan] if available else 0
+    lib.fa_armed = 1
 
 
 def disarm():
     if lib is not None:
-        lib.fa_disarm()
+        lib.fa_armed = 0
 
 
 def vanished():

@@ -29,10 +29,11 @@ class Candidate:
 
 
 class Snapshot:
-    __slots__ = ("candidates", "private", "forking", "by_ident")
+    __slots__ = ("candidates", "acquiring", "private", "forking", "by_ident")
 
     def __init__(self, forking, others):
         self.candidates = {}
+        self.acquiring = {}  # id(lock) -> [(ThreadInfo, Held)] at the point of acquiring it
         self.private = []   # objects: locks that are never hazards (refs keep their ids valid)
         self.forking = forking
         self.by_ident = {t.ident: t for t in [forking] + others if t.ident is not None}
@@ -48,8 +49,10 @@ def capture(forking, others):
     for info in [forking] + others:
         if not info.frames:
             continue
-        held, _released, private = heldby.analyse(info.frames)
+        held, acquiring, private = heldby.analyse(info.frames)
         snap.private.extend(private)
+        for h in acquiring:
+            snap.acquiring.setdefault(id(h.lock), []).append((info, h))
         for h in held:
             c = snap.candidates.get(id(h.lock))
             if c is None:
@@ -78,10 +81,18 @@ def known_resetter(lock):
     return None
 
 
-def _owner(c, snap):
-    """(ThreadInfo or None, known) — RLocks record their owner; plain locks go by the stacks."""
+def _owner(c, snap, lock_id):
+    """(ThreadInfo or None, known) — RLocks record their owner; plain locks go by the stacks.
+
+    A lock granted at the fork to a thread still inside acquire() belongs to the one thread
+    caught at the point of acquiring it (a thread blocked there cannot hold it)."""
     if c.state.owner is not None:
         return snap.by_ident.get(c.state.owner), True
+    if c.state.granted:
+        takers = {t for t, _ in snap.acquiring.get(lock_id, ())}
+        if len(takers) == 1:
+            return takers.pop(), True
+        return None, False
     if snap.forking in c.owners:
         return snap.forking, True
     if c.owners:
@@ -89,17 +100,36 @@ def _owner(c, snap):
     return None, False
 
 
-def _where_held(c, owner):
-    h = c.held.get(owner.ident) if owner is not None else None
-    if h is None or owner.stack is None or h.frame_index >= len(owner.stack):
+def _site(thread, h):
+    """'in put() at queue.py:133 (with self.not_full)' for where a thread holds or takes a lock."""
+    if h is None or not thread.stack or h.frame_index >= len(thread.stack):
         return ""
-    f = owner.stack[h.frame_index]
-    return " in %s() at %s:%s (%s %s)" % (f["function"], f["file"].rsplit("/", 1)[-1], f["line"],
-                                          "with" if h.how == "with" else "after", h.text +
-                                          (".acquire()" if h.how == "acquire" else ""))
+    f = thread.stack[h.frame_index]
+    construct = {"with": "with %s", "exiting": "leaving with %s", "acquire": "after %s.acquire()",
+                 "acquiring": "at %s"}[h.how] % h.text
+    return " in %s() at %s:%s (%s)" % (f["function"], f["file"].rsplit("/", 1)[-1], f["line"], construct)
 
 
-def _entry(c, owner, path, container):
+def _where_held(c, owner, snap, lock_id):
+    if owner is None:
+        return ""
+    if c.state.granted:
+        sites = [h for t, h in snap.acquiring.get(lock_id, ()) if t is owner]
+        return "%s (granted at the fork; its acquire() had not returned yet)" % _site(
+            owner, sites[0] if sites else None)
+    return _site(owner, c.held.get(owner.ident))
+
+
+def _takers(snap, lock_id):
+    """'; thread 'x' was at the point of acquiring it in ...' for an owner-unknown lock."""
+    takers = [(t, h) for t, h in snap.acquiring.get(lock_id, ()) if t is not snap.forking]
+    if not takers:
+        return ""
+    return "; %s at the point of acquiring it (waiting for it, or granted it just before the fork)" % (
+        ", ".join("thread %r was%s" % (t.name, _site(t, h)) for t, h in takers))
+
+
+def _entry(c, owner, path, container, snap, lock_id):
     lock = c.lock
     kind = locktypes.kind_of(lock)
     who = "thread %r (native id %s)" % (owner.name, owner.native_id) if owner is not None else None
@@ -115,7 +145,7 @@ def _entry(c, owner, path, container):
         "held_at": list(owner.stack) if owner is not None else None,
         "by": None,
         "why": "",
-        "_who": who, "_what": what + count, "_where": _where_held(c, owner),
+        "_who": who, "_what": what + count, "_where": _where_held(c, owner, snap, lock_id),
     }
 
 
@@ -136,20 +166,20 @@ def audit(snap, in_child=True):
     for lock_id, c in candidates.items():
         if lock_id in private or not c.state.locked:
             continue
-        owner, known = _owner(c, snap)
+        owner, known = _owner(c, snap, lock_id)
         if owner is snap.forking and owner is not None:
             continue  # the child is that thread: it owns the lock
         if not known and c.state.owner is not None:
             continue  # an RLock owned by a thread we do not know (a C thread's? leave it)
         path = walked.paths.get(lock_id)
         container = naming.describe_container(c.lock, walked.parents.get(lock_id), path)
-        e = _entry(c, owner, path, container)
+        e = _entry(c, owner, path, container, snap, lock_id)
         still = locktypes.state(c.lock).locked if in_child else True
         by = known_resetter(c.lock)
         if still and by is None:
             if owner is None:
-                e["why"] = ("%s is locked and no thread's stack shows who holds it (owner unknown); "
-                            "it stays locked in the child" % e["_what"])
+                e["why"] = ("%s is locked and no thread's stack shows who holds it (owner unknown)%s; "
+                            "it stays locked in the child" % (e["_what"], _takers(snap, lock_id)))
             else:
                 e["why"] = "%s held by %s%s, which does not exist in the child" % (
                     e["_what"], e["_who"], e["_where"])
