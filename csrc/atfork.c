@@ -71,6 +71,47 @@ static void read_comm(int32_t tid, char *out) {
     out[got] = '\0';
 }
 
+static uint64_t hex_field(const char **s) {
+    uint64_t v = 0;
+    while (**s == ' ')
+        (*s)++;
+    if ((*s)[0] == '0' && (*s)[1] == 'x')
+        *s += 2;
+    for (;;) {
+        char c = **s;
+        if (c >= '0' && c <= '9') v = v * 16 + (uint64_t)(c - '0');
+        else if (c >= 'a' && c <= 'f') v = v * 16 + (uint64_t)(c - 'a' + 10);
+        else break;
+        (*s)++;
+    }
+    return v;
+}
+
+/* The futex word a thread is blocked on: /proc/self/task/TID/syscall reads
+ * "202 0xUADDR ..." while the thread sleeps in futex(2). */
+static uint64_t read_futex(int32_t tid) {
+    char path[64], buf[128], *p = path;
+    const char *s = buf;
+    ssize_t got;
+    int fd, nr = 0;
+    memcpy(p, "/proc/self/task/", 16);
+    p = put_uint(p + 16, (uint32_t)tid);
+    memcpy(p, "/syscall", 9);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    got = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (got <= 0)
+        return 0;
+    buf[got] = '\0';
+    while (*s >= '0' && *s <= '9')
+        nr = nr * 10 + (*s++ - '0');
+    if (nr != SYS_futex)
+        return 0;
+    return hex_field(&s);
+}
+
 struct linux_dirent64 {
     uint64_t d_ino;
     int64_t d_off;
@@ -107,8 +148,10 @@ static void record_threads(void) {
     }
     close(fd);
     qsort(fa_g.tids, (size_t)fa_g.ntids, sizeof fa_g.tids[0], cmp_tid);
-    for (i = 0; i < fa_g.ntids; i++)
+    for (i = 0; i < fa_g.ntids; i++) {
         read_comm(fa_g.tids[i], fa_g.comm[i]);
+        fa_g.futex[i] = read_futex(fa_g.tids[i]);
+    }
 }
 
 static void on_prepare(void) {
@@ -158,6 +201,13 @@ int fa_vanished(int32_t *tids, int max) {
     int i, n = fa_g.ntids < max ? fa_g.ntids : max;
     for (i = 0; i < n; i++)
         tids[i] = fa_g.tids[i];
+    return fa_g.ntids;
+}
+
+int fa_vanished_futex(uint64_t *out, int max) {
+    int i, n = fa_g.ntids < max ? fa_g.ntids : max;
+    for (i = 0; i < n; i++)
+        out[i] = fa_g.futex[i];
     return fa_g.ntids;
 }
 

@@ -14,6 +14,7 @@ struct fa_state {
     int ntids;
     int32_t tids[FA_MAX_TIDS];          /* the other threads at the fork, sorted */
     char comm[FA_MAX_TIDS][FA_COMM_LEN];
+    uint64_t futex[FA_MAX_TIDS];        /* futex word each thread was blocked on, or 0 */
     int nreject;
     uint64_t reject[FA_MAX_REJECT];
     fa_hit hits[FA_MAX_HITS];

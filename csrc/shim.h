@@ -57,6 +57,10 @@ void fa_disarm(void);
 int fa_vanished(int32_t *tids, int max);
 int32_t fa_forking_tid(void);
 int32_t fa_parent_pid(void);
+/* The futex word each vanished thread was blocked on at the fork (0 if none), in the
+ * order of fa_vanished(): a thread blocked on a lock's futex waits for it, so it does
+ * not hold it. */
+int fa_vanished_futex(uint64_t *out, int max);
 /* The kernel name of vanished thread i (as read in the parent), NUL-terminated. */
 int fa_vanished_comm(int i, char *out, size_t outlen);
 /* The hits of the last child-side scan, and its statistics. */

@@ -12,7 +12,6 @@ way the seed deadlock happens.
 The layout is verified at import on real locks; where it does not match,
 `verified` is False and callers fall back to the objects' own view.
 """
-import struct
 import threading
 
 from . import native
@@ -20,17 +19,24 @@ from . import native
 LOCK_POINTER_OFFSET = 16  # after PyObject_HEAD (ob_refcnt, ob_type)
 
 
-def _u64(addr):
-    data = native.read(addr, 8)
-    return None if data is None else struct.unpack("<Q", data)[0]
-
-
 def _sem_value(obj):
-    pointer = _u64(id(obj) + LOCK_POINTER_OFFSET)
+    """Read the semaphore of a live lock object.
+
+    A plain memory read through cffi (no C call): the before-fork hook must not release
+    the GIL, and cffi releases it around every call. The object is alive (the caller holds
+    it), so its semaphore is valid memory."""
+    pointer = native.ffi.cast("uint64_t *", id(obj) + LOCK_POINTER_OFFSET)[0]
     if not pointer:
         return None
-    data = native.read(pointer, 4)
-    return None if data is None else struct.unpack("<I", data)[0]
+    return int(native.ffi.cast("uint32_t *", pointer)[0])
+
+
+def _checked_sem_value(obj):
+    """The same read, fault-safe (process_vm_readv): used to verify the layout first."""
+    raw = native.read(id(obj) + LOCK_POINTER_OFFSET, 8)
+    pointer = int.from_bytes(raw, "little") if raw else 0
+    raw = native.read(pointer, 4) if pointer else None
+    return int.from_bytes(raw, "little") if raw else None
 
 
 def _verify():
@@ -41,11 +47,13 @@ def _verify():
             if make is None:
                 continue
             lock = make()
-            free = _sem_value(lock)
+            free = _checked_sem_value(lock)
             lock.acquire()
-            taken = _sem_value(lock)
+            taken = _checked_sem_value(lock)
             lock.release()
-            if (free, taken, _sem_value(lock)) != (1, 0, 1):
+            if (free, taken, _checked_sem_value(lock)) != (1, 0, 1):
+                return False
+            if (_sem_value(lock), _checked_sem_value(lock)) != (1, 1):
                 return False
         return True
     except Exception:  # noqa: BLE001
@@ -53,6 +61,13 @@ def _verify():
 
 
 verified = _verify()
+
+
+def semaphore_address(lock):
+    """Address of the lock's semaphore (its futex word), or None."""
+    if not verified:
+        return None
+    return int(native.ffi.cast("uint64_t *", id(lock) + LOCK_POINTER_OFFSET)[0]) or None
 
 
 def taken(lock):

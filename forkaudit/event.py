@@ -38,7 +38,8 @@ def build_child(snap):
     others = snap.others
     threads = [t.as_report() for t in others]
     owners = {t.native_id: (t.name, t.stack) for t in others if t.native_id is not None}
-    for tid, comm in native.vanished():
+    vanished = native.vanished()
+    for tid, comm, _futex in vanished:
         if tid not in owners:
             owners[tid] = (comm or None, [])
             threads.append({"native_id": tid, "ident": None, "name": comm or None, "daemon": None,
@@ -46,7 +47,8 @@ def build_child(snap):
     hazards, reinit = [], []
     if snap.c_level:
         hazards, reinit = clocks.entries(owners, Maps.read())
-    py_hazards, py_reinit = pylocks.audit_child(snap.pylocks)
+    blocked_on = {tid: futex for tid, _comm, futex in vanished if futex}
+    py_hazards, py_reinit = pylocks.audit_child(snap.pylocks, blocked_on)
     return {
         "forkaudit": FORMAT_VERSION,
         "event": "fork",

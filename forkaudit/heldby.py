@@ -205,8 +205,11 @@ def analyse(frames):
             f_locals = frame.f_locals
             cond = f_locals.get("self")
             if isinstance(cond, threading.Condition):
+                reacquiring = "_acquire_restore" in linecache.getline(code.co_filename, frame.f_lineno)
                 for lock, _ in underlying(cond):
                     released.add(id(lock))
+                    if reacquiring:  # woken: taking the Condition's lock back
+                        acquiring.append(Held(lock, "Condition", index, "acquiring", "Condition.wait"))
                 private.extend(w for w in cond.__dict__.get("_waiters", ()))
             waiter = f_locals.get("waiter")
             if waiter is not None:
@@ -225,5 +228,4 @@ def analyse(frames):
             for lock, wrapper in underlying(obj):
                 h = Held(lock, wrapper, index, how, text)
                 (acquiring if how == "acquiring" else held).append(h)
-    return ([h for h in held if id(h.lock) not in released],
-            [h for h in acquiring if id(h.lock) not in released], private)
+    return [h for h in held if id(h.lock) not in released], acquiring, private

@@ -55,17 +55,21 @@ def disarm():
 
 
 def vanished():
-    """[(tid, comm)] of the threads recorded at the fork, other than the forking one."""
+    """[(tid, comm, futex)] of the threads recorded at the fork, other than the forking one.
+
+    futex: the futex word the thread was blocked on (0 if none)."""
     if lib is None:
         return []
     n = lib.fa_vanished(ffi.NULL, 0)
     buf = ffi.new("int32_t[]", max(n, 1))
     lib.fa_vanished(buf, n)
+    futex = ffi.new("uint64_t[]", max(n, 1))
+    lib.fa_vanished_futex(futex, n)
     out = []
     name = ffi.new("char[16]")
     for i in range(n):
         lib.fa_vanished_comm(i, name, 16)
-        out.append((int(buf[i]), ffi.string(name).decode(errors="replace")))
+        out.append((int(buf[i]), ffi.string(name).decode(errors="replace"), int(futex[i])))
     return out
 
 

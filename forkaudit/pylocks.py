@@ -14,7 +14,7 @@ at-fork handler reset is `reinitialized`.
 import sys
 import threading
 
-from . import heldby, locktypes, naming
+from . import cpython_layout, heldby, locktypes, naming
 from .threads import python_threads
 
 
@@ -81,22 +81,37 @@ def known_resetter(lock):
     return None
 
 
-def _owner(c, snap, lock_id):
+def _waiting(snap, lock, blocked_on):
+    """Threads that were asleep on this lock's semaphore at the fork: waiting, not holding."""
+    sem = cpython_layout.semaphore_address(lock)
+    if sem is None or not blocked_on:
+        return set()
+    return {t for t in snap.by_ident.values() if t.native_id is not None and blocked_on.get(t.native_id) == sem}
+
+
+def _owner(c, snap, lock_id, waiting):
     """(ThreadInfo or None, known) — RLocks record their owner; plain locks go by the stacks.
 
     A lock granted at the fork to a thread still inside acquire() belongs to the one thread
-    caught at the point of acquiring it (a thread blocked there cannot hold it)."""
+    at the point of acquiring it that was not asleep on the lock itself."""
     if c.state.owner is not None:
         return snap.by_ident.get(c.state.owner), True
     if c.state.granted:
-        takers = {t for t, _ in snap.acquiring.get(lock_id, ())}
+        takers = {t for t, _ in snap.acquiring.get(lock_id, ())} - waiting
         if len(takers) == 1:
             return takers.pop(), True
         return None, False
     if snap.forking in c.owners:
         return snap.forking, True
-    if c.owners:
-        return c.owners[0], True
+    owners = [t for t in c.owners if t not in waiting]
+    if owners:
+        return owners[0], True
+    if waiting:
+        # Someone holds it, no stack shows who, and the kernel says who sleeps on it: the one
+        # other thread at its acquisition point is the one that got it (returning from acquire).
+        takers = {t for t, _ in snap.acquiring.get(lock_id, ())} - waiting - {snap.forking}
+        if len(takers) == 1:
+            return takers.pop(), True
     return None, False
 
 
@@ -113,20 +128,24 @@ def _site(thread, h):
 def _where_held(c, owner, snap, lock_id):
     if owner is None:
         return ""
-    if c.state.granted:
-        sites = [h for t, h in snap.acquiring.get(lock_id, ()) if t is owner]
-        return "%s (granted at the fork; its acquire() had not returned yet)" % _site(
-            owner, sites[0] if sites else None)
-    return _site(owner, c.held.get(owner.ident))
+    if owner.ident in c.held:
+        return _site(owner, c.held[owner.ident])
+    sites = [h for t, h in snap.acquiring.get(lock_id, ()) if t is owner]
+    if sites:
+        why = ("its acquire() had not returned yet" if c.state.granted else
+               "the only thread at its acquisition point not asleep waiting for it")
+        return "%s (granted at the fork: %s)" % (_site(owner, sites[0]), why)
+    return ""
 
 
-def _takers(snap, lock_id):
+def _takers(snap, lock_id, waiting):
     """'; thread 'x' was at the point of acquiring it in ...' for an owner-unknown lock."""
     takers = [(t, h) for t, h in snap.acquiring.get(lock_id, ()) if t is not snap.forking]
     if not takers:
         return ""
-    return "; %s at the point of acquiring it (waiting for it, or granted it just before the fork)" % (
-        ", ".join("thread %r was%s" % (t.name, _site(t, h)) for t, h in takers))
+    return "; at the fork, %s" % ", ".join(
+        "thread %r was%s, %s" % (t.name, _site(t, h), "asleep waiting for it" if t in waiting
+                                 else "waiting for it or just granted it") for t, h in takers)
 
 
 def _entry(c, owner, path, container, snap, lock_id):
@@ -149,8 +168,10 @@ def _entry(c, owner, path, container, snap, lock_id):
     }
 
 
-def audit(snap, in_child=True):
-    """(hazards, reinitialized) report entries for the Python locks of a fork."""
+def audit(snap, in_child=True, blocked_on=None):
+    """(hazards, reinitialized) report entries for the Python locks of a fork.
+
+    blocked_on: {native_id: futex word} of the threads asleep in futex(2) at the fork."""
     if snap is None:
         return [], []
     walked = naming.walk()
@@ -166,7 +187,8 @@ def audit(snap, in_child=True):
     for lock_id, c in candidates.items():
         if lock_id in private or not c.state.locked:
             continue
-        owner, known = _owner(c, snap, lock_id)
+        waiting = _waiting(snap, c.lock, blocked_on)
+        owner, known = _owner(c, snap, lock_id, waiting)
         if owner is snap.forking and owner is not None:
             continue  # the child is that thread: it owns the lock
         if not known and c.state.owner is not None:
@@ -179,7 +201,7 @@ def audit(snap, in_child=True):
         if still and by is None:
             if owner is None:
                 e["why"] = ("%s is locked and no thread's stack shows who holds it (owner unknown)%s; "
-                            "it stays locked in the child" % (e["_what"], _takers(snap, lock_id)))
+                            "it stays locked in the child" % (e["_what"], _takers(snap, lock_id, waiting)))
             else:
                 e["why"] = "%s held by %s%s, which does not exist in the child" % (
                     e["_what"], e["_who"], e["_where"])
@@ -196,8 +218,8 @@ def audit(snap, in_child=True):
     return hazards, reinit
 
 
-def audit_child(snap):
-    return audit(snap, in_child=True)
+def audit_child(snap, blocked_on=None):
+    return audit(snap, in_child=True, blocked_on=blocked_on)
 
 
 def audit_parent(snap):
