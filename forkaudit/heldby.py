@@ -50,6 +50,20 @@ def _tree(filename):
     return _trees[filename]
 
 
+def prefetch(thread_infos):
+    """Load the sources of every frame now. Reading a file releases the GIL, which lets the
+    other threads move: returns True if any file was read, so that the caller can take
+    its snapshot again, this time without I/O."""
+    loaded = False
+    for info in thread_infos:
+        for frame in info.frames or ():
+            name = frame.f_code.co_filename
+            if name not in _trees:
+                _tree(name)
+                loaded = True
+    return loaded
+
+
 def _function_node(tree, code):
     if code.co_name == "<module>":
         return tree

@@ -14,7 +14,7 @@ import os
 import threading
 
 from . import event as event_mod
-from . import native, policy, pylocks, render, sink, threads
+from . import heldby, native, policy, pylocks, render, sink, threads
 from .errors import ForkHazardError
 from .settings import make
 
@@ -46,6 +46,10 @@ def _fail(what, exc):
 
 def take_snapshot(settings):
     forking, others = threads.capture()
+    if heldby.prefetch([forking] + others):
+        # source files were read (the GIL was released): the other threads may have moved
+        forking, others = threads.capture()
+        heldby.prefetch([forking] + others)
     snap = Snapshot()
     snap.settings = settings
     snap.forking, snap.others = forking, others
