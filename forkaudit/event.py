@@ -47,7 +47,7 @@ def build_child(snap):
     hazards, reinit = [], []
     if snap.c_level:
         hazards, reinit = clocks.entries(owners, Maps.read())
-    blocked_on = {tid: futex for tid, _comm, futex in vanished if futex}
+    blocked_on = {tid: futex for tid, _comm, futex in vanished}  # futex 0: not asleep in futex(2)
     py_hazards, py_reinit = pylocks.audit_child(snap.pylocks, blocked_on)
     return {
         "forkaudit": FORMAT_VERSION,

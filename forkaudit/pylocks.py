@@ -89,7 +89,7 @@ def _waiting(snap, lock, blocked_on):
     return {t for t in snap.by_ident.values() if t.native_id is not None and blocked_on.get(t.native_id) == sem}
 
 
-def _owner(c, snap, lock_id, waiting):
+def _owner(c, snap, lock_id, waiting, kernel_view):
     """(ThreadInfo or None, known) — RLocks record their owner; plain locks go by the stacks.
 
     A lock granted at the fork to a thread still inside acquire() belongs to the one thread
@@ -106,9 +106,10 @@ def _owner(c, snap, lock_id, waiting):
     owners = [t for t in c.owners if t not in waiting]
     if owners:
         return owners[0], True
-    if waiting:
-        # Someone holds it, no stack shows who, and the kernel says who sleeps on it: the one
-        # other thread at its acquisition point is the one that got it (returning from acquire).
+    if kernel_view:
+        # Someone holds it and no stack shows who; the kernel says which threads sleep on it.
+        # The one other thread at its acquisition point is the one that got it (it was
+        # returning from acquire() when the fork came).
         takers = {t for t, _ in snap.acquiring.get(lock_id, ())} - waiting - {snap.forking}
         if len(takers) == 1:
             return takers.pop(), True
@@ -188,7 +189,8 @@ def audit(snap, in_child=True, blocked_on=None):
         if lock_id in private or not c.state.locked:
             continue
         waiting = _waiting(snap, c.lock, blocked_on)
-        owner, known = _owner(c, snap, lock_id, waiting)
+        kernel_view = bool(blocked_on) and cpython_layout.semaphore_address(c.lock) is not None
+        owner, known = _owner(c, snap, lock_id, waiting, kernel_view)
         if owner is snap.forking and owner is not None:
             continue  # the child is that thread: it owns the lock
         if not known and c.state.owner is not None:
