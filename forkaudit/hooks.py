@@ -11,11 +11,13 @@ the wrapper are audited from forkaudit's own after-in-child hook.
 """
 import functools
 import os
+import sys
 import threading
+import warnings
 
 from . import event as event_mod
 from . import heldby, native, policy, pylocks, render, sink, threads
-from .errors import ForkHazardError
+from .errors import ForkHazardError, ForkHazardWarning
 from .settings import make
 
 INT_TYPES = (id(int), id(bool))  # objects whose fields can mimic a held mutex (see csrc/validate.c)
@@ -32,6 +34,7 @@ _registered = False    # os.register_at_fork is forever: register once, check _s
 _real_fork = None
 _snapshot = None
 _deferred = set()      # idents of threads forking through the wrapper (it audits the child)
+_parent_snapshot = None  # the parent's copy of the last snapshot, for its own notice
 _last_event = None
 _complained = False
 
@@ -78,8 +81,8 @@ def _before():
 
 
 def _after_in_parent():
-    global _snapshot
-    _snapshot = None
+    global _snapshot, _parent_snapshot
+    _parent_snapshot, _snapshot = _snapshot, None
     native.disarm()
 
 
@@ -129,7 +132,29 @@ def _fork():
         _deferred.discard(me)
     if pid == 0:
         audit_child()
+    else:
+        notify_parent(pid, settings)
     return pid
+
+
+def notify_parent(pid, settings):
+    """In the parent, after the fork: a ForkHazardWarning, and a line on the 'forkaudit'
+    logger, when the stacks showed other threads holding Python locks (policy 'warn')."""
+    global _parent_snapshot
+    snap, _parent_snapshot = _parent_snapshot, None
+    if snap is None or settings.policy != "warn":
+        return
+    try:
+        notice = pylocks.parent_notice(snap.pylocks)
+        if notice is None:
+            return
+        message = "fork of child %d while %s; the child's forkaudit report has the details" % (pid, notice)
+        if "logging" in sys.modules:
+            logging = sys.modules["logging"]
+            logging.getLogger("forkaudit").warning(message)
+        warnings.warn(ForkHazardWarning(message), stacklevel=3)
+    except Exception as e:  # noqa: BLE001
+        _fail("the parent-side notice", e)
 
 
 def _patch_fork():

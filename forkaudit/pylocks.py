@@ -227,3 +227,23 @@ def audit_child(snap, blocked_on=None):
 def audit_parent(snap):
     """Policy 'raise': what the parent can see before forking."""
     return audit(snap, in_child=False)
+
+
+def parent_notice(snap):
+    """One line for the parent after a fork: locks its stacks show held by other threads.
+
+    Cheap (no walk, no names): the child's report is the authoritative record."""
+    if snap is None:
+        return None
+    parts = []
+    for lock_id, c in snap.candidates.items():
+        if not c.state.locked or known_resetter(c.lock) is not None:
+            continue
+        owner, known = _owner(c, snap, lock_id, set(), False)
+        if owner is None or owner is snap.forking:
+            continue
+        parts.append("thread %r holds a %s%s" % (owner.name, locktypes.type_name(c.lock),
+                                                _where_held(c, owner, snap, lock_id)))
+    if not parts:
+        return None
+    return "; ".join(parts)

@@ -62,9 +62,13 @@ def text(event):
     reinit = event.get("reinitialized", [])
     lines = []
     n = len(hazards)
-    lines.append("forkaudit: fork of pid %s -> child %s: %s held by threads that do not exist in the child"
-                 % (event.get("parent_pid"), event.get("pid"),
-                    "no lock is" if n == 0 else "1 lock is" if n == 1 else "%d locks are" % n))
+    count = "no lock is" if n == 0 else "1 lock is" if n == 1 else "%d locks are" % n
+    if event.get("side") == "parent":
+        lines.append("forkaudit: refused to fork pid %s (policy 'raise'): %s held by other threads, "
+                     "and would stay held in the child" % (event.get("pid"), count))
+    else:
+        lines.append("forkaudit: fork of pid %s -> child %s: %s held by threads that do not exist in the child"
+                     % (event.get("parent_pid"), event.get("pid"), count))
     for i, h in enumerate(hazards, 1):
         lines.append("")
         lines.append("  [%d] %s %s" % (i, h.get("kind"), where_text(h)))
