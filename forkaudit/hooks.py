@@ -16,7 +16,7 @@ import threading
 import warnings
 
 from . import event as event_mod
-from . import heldby, native, policy, pylocks, render, sink, threads
+from . import heldby, locktypes, native, policy, pylocks, render, sink, threads
 from .errors import ForkHazardError, ForkHazardWarning
 from .settings import make
 
@@ -149,12 +149,37 @@ def notify_parent(pid, settings):
         if notice is None:
             return
         message = "fork of child %d while %s; the child's forkaudit report has the details" % (pid, notice)
-        if "logging" in sys.modules:
-            logging = sys.modules["logging"]
-            logging.getLogger("forkaudit").warning(message)
-        warnings.warn(ForkHazardWarning(message), stacklevel=3)
+        logger = _safe_logger()
+        if logger is not None:
+            logger.warning(message)
+        # stacklevel: notify_parent <- _fork <- the os.fork wrapper <- its caller
+        warnings.warn(ForkHazardWarning(message), stacklevel=4)
     except Exception as e:  # noqa: BLE001
         _fail("the parent-side notice", e)
+
+
+def _safe_logger():
+    """The 'forkaudit' logger, if logging through it cannot block right now.
+
+    Logging takes logging's module lock, each handler's lock and, for a QueueHandler,
+    its queue's mutex: if another thread holds any of them (the very hazard, often),
+    the parent would wait on it. Then only the warning is given."""
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return None
+    logger = logging.getLogger("forkaudit")
+    locks = [getattr(logging, "_lock", None)]
+    current = logger
+    while current is not None:
+        for handler in current.handlers:
+            locks.append(getattr(handler, "lock", None))
+            q = getattr(handler, "queue", None)
+            locks.append(getattr(q, "mutex", None))
+        current = current.parent if current.propagate else None
+    for lock in locks:
+        if lock is not None and locktypes.is_primitive(lock) and locktypes.state(lock).locked:
+            return None
+    return logger
 
 
 def _patch_fork():
