@@ -31,6 +31,7 @@ _LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None), types.F
            types.MethodDescriptorType, types.ClassMethodDescriptorType, GETSET, MEMBER)
 _SKIP_MODULES = ("forkaudit",)
 _layout = {}  # type -> (dict descriptor or None, [(slot name, descriptor)])
+_TYPE_DICT = type.__dict__["__dict__"]  # a class's own namespace, without its metaclass' hooks
 
 
 def _type_layout(t):
@@ -41,13 +42,17 @@ def _type_layout(t):
         except AttributeError:
             mro = ()
         for klass in mro:
-            entry = klass.__dict__.get("__dict__")
+            entry = _TYPE_DICT.__get__(klass).get("__dict__")
             if entry is not None:
                 dict_desc = entry if type(entry) is GETSET else None
                 break
         for klass in mro:
-            for name in klass.__dict__.get("__slots__", ()) or ():
-                desc = klass.__dict__.get(name)
+            namespace = _TYPE_DICT.__get__(klass)
+            slot_names = namespace.get("__slots__", ()) or ()
+            if isinstance(slot_names, str):
+                slot_names = (slot_names,)
+            for name in slot_names:
+                desc = namespace.get(name) if isinstance(name, str) else None
                 if type(desc) is MEMBER:
                     slots.append((name, desc))
         _layout[t] = (dict_desc, slots)
@@ -61,27 +66,31 @@ def _key_text(key):
 
 
 def _children(obj):
-    """(step text, child) pairs of an object, without running user code."""
+    """(step text, child) pairs of an object, without running user code.
+
+    Containers are read through their base type's methods, so a subclass that overrides
+    items() or __iter__ is never called; attributes come from instance dicts and slots."""
     if isinstance(obj, types.ModuleType):
-        for name, value in list(obj.__dict__.items())[:MAX_ITEMS * 4]:
-            if not name.startswith("__") and not isinstance(value, types.ModuleType):
+        for name, value in list(dict.items(obj.__dict__))[:MAX_ITEMS * 4]:
+            if isinstance(name, str) and not name.startswith("__") and not isinstance(value, types.ModuleType):
                 yield "." + name, value
         return
     if isinstance(obj, type):
-        for name, value in list(obj.__dict__.items())[:MAX_ITEMS]:
-            if not name.startswith("__"):
+        for name, value in list(_TYPE_DICT.__get__(obj).items())[:MAX_ITEMS]:
+            if isinstance(name, str) and not name.startswith("__"):
                 yield "." + name, value
         return
     if isinstance(obj, dict):
-        for key, value in list(obj.items())[:MAX_ITEMS]:
+        for key, value in list(dict.items(obj))[:MAX_ITEMS]:
             step = _key_text(key)
             if step is not None:
                 yield step, value
         return
-    if isinstance(obj, (list, tuple, collections.deque)):
-        for i, value in enumerate(list(obj)[:MAX_ITEMS]):
-            yield "[%d]" % i, value
-        return
+    for base in (list, tuple, collections.deque):
+        if isinstance(obj, base):
+            for i, value in enumerate(list(base.__iter__(obj))[:MAX_ITEMS]):
+                yield "[%d]" % i, value
+            return
     t = type(obj)
     dict_desc, slots = _type_layout(t)
     if dict_desc is not None:
@@ -90,7 +99,7 @@ def _children(obj):
         except Exception:  # noqa: BLE001
             d = None
         if isinstance(d, dict):
-            for name, value in list(d.items())[:MAX_ITEMS]:
+            for name, value in list(dict.items(d))[:MAX_ITEMS]:
                 if isinstance(name, str):
                     yield "." + name, value
     for name, desc in slots:
