@@ -14,9 +14,6 @@ def start():
             return
         from .hooks import activate
         activate(settings)
-        from . import native
-        if not native.available and settings.scan != "off":
-            os.write(2, ("forkaudit: C-level lock detection is off: %s\n" % native.reason).encode())
     except Exception as e:  # noqa: BLE001 - never stop the program from starting
         os.write(2, ("forkaudit: %s; running unaudited\n" % e).encode(errors="replace"))
 

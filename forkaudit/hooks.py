@@ -214,9 +214,20 @@ def activate(settings):
     if native.lib is not None:
         native.register()
         native.set_reject(INT_TYPES)
+    if not native.available and settings.scan != "off" and not _told_no_c_level:
+        _tell_no_c_level()
     _patch_fork()
     _settings = settings
     return settings
+
+
+_told_no_c_level = False
+
+
+def _tell_no_c_level():
+    global _told_no_c_level
+    _told_no_c_level = True
+    sink.say("C-level lock detection is off (%s); Python-level locks are still audited" % native.reason)
 
 
 def install(policy="warn", json_path=None, scan="full"):
