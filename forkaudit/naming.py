@@ -23,7 +23,7 @@ MAX_ITEMS = 2000
 GETSET = types.GetSetDescriptorType
 MEMBER = types.MemberDescriptorType
 
-_LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None), types.FunctionType,
+_LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None),
            types.BuiltinFunctionType, types.MethodType, types.ModuleType, types.CodeType,
            types.FrameType, types.GeneratorType, types.CoroutineType, property, staticmethod,
            classmethod, memoryview, range, slice, type(Ellipsis), type(NotImplemented),
@@ -74,6 +74,16 @@ def _children(obj):
         for name, value in list(dict.items(obj.__dict__))[:MAX_ITEMS * 4]:
             if isinstance(name, str) and not name.startswith("__") and not isinstance(value, types.ModuleType):
                 yield "." + name, value
+        return
+    if isinstance(obj, types.FunctionType):
+        # closure cells and defaults: state a function keeps (functools-style factories)
+        for i, cell in enumerate(obj.__closure__ or ()):
+            try:
+                yield ".__closure__[%d].cell_contents" % i, cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+        for i, value in enumerate(obj.__defaults__ or ()):
+            yield ".__defaults__[%d]" % i, value
         return
     if isinstance(obj, type):
         for name, value in list(_TYPE_DICT.__get__(obj).items())[:MAX_ITEMS]:
