@@ -72,19 +72,11 @@ static void read_comm(int32_t tid, char *out) {
 }
 
 static uint64_t hex_field(const char **s) {
-    uint64_t v = 0;
     while (**s == ' ')
         (*s)++;
     if ((*s)[0] == '0' && (*s)[1] == 'x')
         *s += 2;
-    for (;;) {
-        char c = **s;
-        if (c >= '0' && c <= '9') v = v * 16 + (uint64_t)(c - '0');
-        else if (c >= 'a' && c <= 'f') v = v * 16 + (uint64_t)(c - 'a' + 10);
-        else break;
-        (*s)++;
-    }
-    return v;
+    return fa_parse_hex(s);
 }
 
 /* The futex word a thread is blocked on: /proc/self/task/TID/syscall reads

@@ -227,12 +227,12 @@ static void walk_mapping(const mapping *m, run_fn fn, void *arg) {
     }
 }
 
-static uintptr_t parse_hex(const char **s) {
-    uintptr_t v = 0;
+uint64_t fa_parse_hex(const char **s) {
+    uint64_t v = 0;
     for (;;) {
         char c = **s;
-        if (c >= '0' && c <= '9') v = v * 16 + (uintptr_t)(c - '0');
-        else if (c >= 'a' && c <= 'f') v = v * 16 + (uintptr_t)(c - 'a' + 10);
+        if (c >= '0' && c <= '9') v = v * 16 + (uint64_t)(c - '0');
+        else if (c >= 'a' && c <= 'f') v = v * 16 + (uint64_t)(c - 'a' + 10);
         else break;
         (*s)++;
     }
@@ -247,9 +247,9 @@ static int starts(const char *s, const char *prefix) {
 static int parse_line(char *line, mapping *m) {
     const char *s = line;
     int field;
-    m->start = parse_hex(&s);
+    m->start = (uintptr_t)fa_parse_hex(&s);
     if (*s++ != '-') return 0;
-    m->end = parse_hex(&s);
+    m->end = (uintptr_t)fa_parse_hex(&s);
     if (*s++ != ' ') return 0;
     memcpy(m->perms, s, 4);
     s += 4;
