@@ -75,14 +75,18 @@ def _function_node(tree, code):
     return None
 
 
+_NESTED_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+
 def _own_nodes(fn):
-    """The nodes of a function body, not descending into nested functions or classes."""
-    stack = list(fn.body)
+    """The nodes of a function's (or module's) own code: nested functions, classes and
+    lambdas run in frames of their own, so their bodies are left out."""
+    stack = [node for node in fn.body if not isinstance(node, _NESTED_SCOPES)]
     while stack:
         node = stack.pop()
         yield node
         for child in ast.iter_child_nodes(node):
-            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            if not isinstance(child, _NESTED_SCOPES):
                 stack.append(child)
 
 

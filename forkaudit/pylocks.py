@@ -46,6 +46,11 @@ def capture(forking, others):
         tstate = thread.__dict__.get("_tstate_lock")  # 3.9-3.12: reset by threading after fork
         if tstate is not None:
             snap.private.append(tstate)
+    for lock in filter(locktypes.is_primitive, resettable_locks()):
+        # reset in the child before forkaudit looks: their state at the fork is only seen here
+        state = locktypes.state(lock)
+        if state.locked and id(lock) not in snap.candidates:
+            snap.candidates[id(lock)] = Candidate(lock, state)
     for info in [forking] + others:
         if not info.frames:
             continue
@@ -61,6 +66,20 @@ def capture(forking, others):
                 c.owners.append(info)
                 c.held[info.ident] = h
     return snap
+
+
+def resettable_locks():
+    """The locks the standard library resets in every child (see known_resetter)."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        yield getattr(logging, "_lock", None)
+        for handler in list(getattr(logging, "_at_fork_reinit_lock_weakset", ())):
+            yield handler.__dict__.get("lock")
+    for name in ("_active_limbo_lock", "_shutdown_locks_lock"):
+        yield getattr(threading, name, None)
+    futures_thread = sys.modules.get("concurrent.futures.thread")
+    if futures_thread is not None:
+        yield getattr(futures_thread, "_global_shutdown_lock", None)
 
 
 def known_resetter(lock):

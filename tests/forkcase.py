@@ -1,0 +1,38 @@
+"""Building blocks for snippets that fork once with forkaudit installed.
+
+Not a test module: conftest-style helpers shared by the tests, imported by
+path-less name because pytest puts this folder on sys.path (rootdir-relative).
+"""
+import textwrap
+
+PRELUDE = r'''
+import os, sys, threading, time
+import forkaudit
+
+REPORT = os.environ["FORKAUDIT_TEST_REPORT"]
+
+
+def hold(name, enter, daemon=True):
+    """Run enter(held, release) in thread `name`; return once it signalled `held`."""
+    held, release = threading.Event(), threading.Event()
+    t = threading.Thread(target=enter, args=(held, release), name=name, daemon=daemon)
+    t.start()
+    if not held.wait(10):
+        sys.exit("thread %s never got ready" % name)
+    time.sleep(0.05)
+    return t, release
+
+
+def fork_once():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return status
+'''
+
+
+def snippet(body, policy="record", scan="full"):
+    """A program: the prelude, forkaudit.install(...), then `body` (which forks)."""
+    return "%s\nforkaudit.install(policy=%r, json_path=REPORT, scan=%r)\n%s\n" % (
+        PRELUDE, policy, scan, textwrap.dedent(body))

@@ -1,0 +1,226 @@
+"""Python-level locks: discovery, owner attribution, names and classification."""
+import pytest
+
+from forkcase import snippet
+
+
+@pytest.fixture
+def audit(run_python, schema_validator):
+    """Run a forking body; return the single child record (validated against the schema)."""
+    def run(body, **kw):
+        result = run_python(snippet(body, **kw))
+        assert result.returncode == 0, result
+        assert len(result.children) == 1, result
+        rec = result.children[0]
+        errors = list(schema_validator.iter_errors(rec))
+        assert not errors, errors
+        return rec
+    return run
+
+
+def summary(entries):
+    return sorted(((e["object"] or {}).get("path"), e["kind"], (e["owner"] or {}).get("name")) for e in entries)
+
+
+def test_module_lock_in_a_with_block(audit):
+    rec = audit('''
+        LOCK = threading.Lock()
+        def enter(held, release):
+            with LOCK:
+                held.set(); release.wait(30)
+        hold("holder", enter); fork_once()
+    ''')
+    assert summary(rec["hazards"]) == [("__main__.LOCK", "python_lock", "holder")]
+    h = rec["hazards"][0]
+    assert "with LOCK" in h["why"] and "does not exist in the child" in h["why"]
+    assert h["held_at"][-1]["function"] == "wait"          # innermost last
+    assert any(f["function"] == "enter" for f in h["held_at"])
+    assert h["address"].startswith("0x")
+
+
+def test_explicit_acquire_without_release(audit):
+    rec = audit('''
+        LOCK = threading.Lock()
+        def enter(held, release):
+            LOCK.acquire()
+            held.set(); release.wait(30)
+            LOCK.release()
+        hold("acquirer", enter); fork_once()
+    ''')
+    assert summary(rec["hazards"]) == [("__main__.LOCK", "python_lock", "acquirer")]
+    assert "LOCK.acquire()" in rec["hazards"][0]["why"]
+
+
+def test_acquired_and_released_before_the_fork(audit):
+    rec = audit('''
+        LOCK = threading.Lock()
+        def enter(held, release):
+            LOCK.acquire(); LOCK.release()
+            held.set(); release.wait(30)
+        hold("done", enter); fork_once()
+    ''')
+    assert rec["hazards"] == []
+
+
+@pytest.mark.parametrize("factory,kind", [("threading.RLock()", "python_rlock"),
+                                          ("threading._PyRLock()", "python_rlock")])
+def test_rlock_taken_twice_names_its_owner(audit, factory, kind):
+    rec = audit('''
+        RL = %s
+        def enter(held, release):
+            with RL:
+                with RL:
+                    held.set(); release.wait(30)
+        hold("rlock-owner", enter); fork_once()
+    ''' % factory)
+    assert summary(rec["hazards"]) == [("__main__.RL", kind, "rlock-owner")]
+    assert "acquired 2 times" in rec["hazards"][0]["why"]
+
+
+def test_condition_lock_held_in_with_body(audit):
+    rec = audit('''
+        COND = threading.Condition(threading.Lock())
+        def enter(held, release):
+            with COND:
+                held.set(); release.wait(30)
+        hold("cond-holder", enter); fork_once()
+    ''')
+    assert summary(rec["hazards"]) == [("__main__.COND._lock", "python_lock", "cond-holder")]
+
+
+def test_semaphore_with_no_slot_left(audit):
+    rec = audit('''
+        SEM = threading.BoundedSemaphore(1)
+        def enter(held, release):
+            with SEM:
+                held.set(); release.wait(30)
+        hold("sem-holder", enter); fork_once()
+    ''')
+    assert [(h["kind"], h["owner"]["name"]) for h in rec["hazards"]] == [("semaphore", "sem-holder")]
+
+
+def test_queue_mutex_held_inside_put(audit):
+    rec = audit('''
+        import queue
+        class Slow(queue.Queue):
+            def _put(self, item):
+                GATE.set(); STOP.wait(30); super()._put(item)
+        GATE, STOP = threading.Event(), threading.Event()
+        Q = Slow()
+        def enter(held, release):
+            held.set(); Q.put(1)
+        hold("putter", enter); GATE.wait(10); fork_once(); STOP.set()
+    ''')
+    assert summary(rec["hazards"]) == [("__main__.Q.mutex", "python_lock", "putter")]
+    assert "with self.not_full" in rec["hazards"][0]["why"]
+
+
+def test_queue_handler_mutex_and_handler_lock_reset_by_logging(audit):
+    rec = audit('''
+        import logging, logging.handlers, queue
+        GATE, STOP = threading.Event(), threading.Event()
+        class Slow(queue.Queue):
+            def _put(self, item):
+                GATE.set(); STOP.wait(30); super()._put(item)
+        def setup():  # the queue is reachable only through the logger
+            logging.getLogger("app").addHandler(logging.handlers.QueueHandler(Slow()))
+        setup()
+        t = threading.Thread(target=logging.getLogger("app").error, args=("x",), name="log-writer", daemon=True)
+        t.start(); GATE.wait(10); time.sleep(0.05); fork_once(); STOP.set()
+    ''')
+    assert summary(rec["hazards"]) == [
+        ("logging.getLogger('app').handlers[0].queue.mutex", "python_lock", "log-writer")]
+    reinit = [(e["object"]["path"], e["kind"], e["owner"]["name"], e["by"]) for e in rec["reinitialized"]]
+    assert ("logging.getLogger('app').handlers[0].lock", "python_rlock", "log-writer", "logging") in reinit
+
+
+def test_handler_lock_is_reinitialized_by_logging_not_a_hazard(audit):
+    rec = audit('''
+        import io, logging
+        def setup():
+            handler = logging.StreamHandler(io.StringIO())
+            logging.getLogger("svc").addHandler(handler)
+            return handler
+        H = setup()
+        def enter(held, release):
+            with H.lock:
+                held.set(); release.wait(30)
+        hold("handler-holder", enter); fork_once()
+    ''')
+    assert rec["hazards"] == []
+    [entry] = rec["reinitialized"]
+    assert (entry["kind"], entry["owner"]["name"], entry["by"]) == ("python_rlock", "handler-holder", "logging")
+    assert entry["object"]["path"] in ("__main__.H.lock", "logging.getLogger('svc').handlers[0].lock")
+    assert "reset it in the child" in entry["why"]
+
+
+@pytest.mark.parametrize("waiter", [
+    "COND = threading.Condition()\ndef w():\n    with COND:\n        COND.wait(30)",
+    "EV = threading.Event()\ndef w():\n    EV.wait(30)",
+    "import queue\nQ = queue.Queue()\ndef w():\n    Q.get(timeout=30)",
+    "def w():\n    time.sleep(3)",
+    "T0 = threading.Thread(target=time.sleep, args=(3,))\nT0.start()\ndef w():\n    T0.join()",
+    "import concurrent.futures\nPOOL = concurrent.futures.ThreadPoolExecutor(2)\nlist(POOL.map(abs, range(4)))\ndef w():\n    time.sleep(3)",
+])
+def test_waiting_threads_hold_nothing(audit, waiter):
+    rec = audit(waiter + '''
+t = threading.Thread(target=w, name="waiter", daemon=True); t.start(); time.sleep(0.3)
+fork_once()
+''')
+    assert rec["hazards"] == [], rec["hazards"]
+    assert "waiter" in [t["name"] for t in rec["threads"]]
+
+
+def test_thread_blocked_waiting_for_the_forkers_lock_holds_nothing(audit):
+    rec = audit('''
+        LOCK = threading.Lock()
+        with LOCK:
+            t = threading.Thread(target=lambda: LOCK.acquire(timeout=5), name="blocked", daemon=True)
+            t.start(); time.sleep(0.3)
+            fork_once()
+    ''')
+    assert rec["hazards"] == []
+
+
+def test_forking_threads_own_locks_are_not_hazards(audit):
+    rec = audit('''
+        L, R = threading.Lock(), threading.RLock()
+        other = threading.Thread(target=time.sleep, args=(3,), name="bystander", daemon=True); other.start()
+        with L, R:
+            fork_once()
+    ''')
+    assert rec["hazards"] == []
+
+
+def test_names_through_attributes_dicts_lists_and_modules(audit, tmp_path):
+    (tmp_path / "helpermod.py").write_text("import threading\nX = threading.Lock()\n")
+    rec = audit('''
+        sys.path.insert(0, os.getcwd())
+        import helpermod
+        class Service:
+            def __init__(self):
+                self.io_lock = threading.Lock()
+        REG = {"db": [None, Service()]}
+        def enter(held, release):
+            with REG["db"][1].io_lock, helpermod.X:
+                held.set(); release.wait(30)
+        hold("namer", enter); fork_once()
+    ''')
+    assert summary(rec["hazards"]) == [("__main__.REG['db'][1].io_lock", "python_lock", "namer"),
+                                       ("helpermod.X", "python_lock", "namer")]
+
+
+def test_owner_unknown_is_said_not_guessed(audit):
+    rec = audit('''
+        LOCK = threading.Lock()
+        def grab():
+            LOCK.acquire()
+        def enter(held, release):
+            grab()                      # taken in a function that returned: no frame shows it
+            held.set(); release.wait(30)
+        hold("sneaky", enter); fork_once()
+    ''')
+    assert len(rec["hazards"]) == 1
+    h = rec["hazards"][0]
+    assert h["owner"] is None and h["object"]["path"] == "__main__.LOCK"
+    assert "owner unknown" in h["why"]
