@@ -11,6 +11,7 @@ owner; plain Locks then have "owner unknown"); a lock still locked in the
 child and held by a thread that does not exist there is a hazard; one that an
 at-fork handler reset is `reinitialized`.
 """
+import os
 import sys
 import threading
 
@@ -184,11 +185,20 @@ def _entry(c, owner, path, container, snap, lock_id):
         "held_at": list(owner.stack) if owner is not None else None,
         "by": None,
         "why": "",
-        "_who": who, "_what": what + count, "_where": _where_held(c, owner, snap, lock_id),
+        "_who": who, "_what": what + count, "_where": _where_held(c, owner, snap, lock_id), "_id": lock_id,
     }
 
 
-def audit(snap, in_child=True, blocked_on=None):
+# Locks this process inherited held from an earlier fork: id -> (owner name, native id, pid).
+# A process forked from a child inherits them too, still held by the same vanished thread.
+_inherited = {}
+
+
+def _inherited_owner(lock_id):
+    return _inherited.get(lock_id)
+
+
+def audit(snap, in_child=True, blocked_on=None, remember=False):
     """(hazards, reinitialized) report entries for the Python locks of a fork.
 
     blocked_on: {native_id: futex word} of the threads asleep in futex(2) at the fork."""
@@ -219,8 +229,14 @@ def audit(snap, in_child=True, blocked_on=None):
         e = _entry(c, owner, path, container, snap, lock_id)
         still = locktypes.state(c.lock).locked if in_child else True
         by = known_resetter(c.lock)
+        earlier = _inherited_owner(lock_id) if owner is None else None
         if still and by is None:
-            if owner is None:
+            if earlier is not None:
+                name, native_id, pid = earlier
+                e["owner"] = {"native_id": native_id, "name": name}
+                e["why"] = ("%s held since an earlier fork by thread %r (native id %s) of process %s, "
+                            "which exists neither here nor in the child" % (e["_what"], name, native_id, pid))
+            elif owner is None:
                 e["why"] = ("%s is locked and no thread's stack shows who holds it (owner unknown)%s; "
                             "it stays locked in the child" % (e["_what"], _takers(snap, lock_id, waiting)))
             else:
@@ -233,14 +249,19 @@ def audit(snap, in_child=True, blocked_on=None):
                 e["_what"], e["_who"] or "an unknown thread", e["_where"],
                 "%s's at-fork handler" % by if by else "an at-fork handler")
             reinit.append(e)
+    if remember:  # this process keeps these locks held for good: tell later forks who held them
+        for e in hazards:
+            if e["owner"] is not None and e["_id"] not in _inherited:
+                _inherited[e["_id"]] = (e["owner"]["name"], e["owner"]["native_id"], os.getppid())
     for e in hazards + reinit:
-        for key in ("_who", "_what", "_where"):
-            del e[key]
+        for key in ("_who", "_what", "_where", "_id"):
+            e.pop(key, None)
     return hazards, reinit
 
 
 def audit_child(snap, blocked_on=None):
-    return audit(snap, in_child=True, blocked_on=blocked_on)
+    hazards, reinit = audit(snap, in_child=True, blocked_on=blocked_on, remember=True)
+    return hazards, reinit
 
 
 def audit_parent(snap):
