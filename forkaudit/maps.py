@@ -42,19 +42,14 @@ class Maps:
     def region_name(self, addr):
         """The report's `library`: a file path, [heap], [stack], [anon], or None if unmapped.
 
-        An anonymous mapping right after a file's mapping is that file's .bss.
+        Anonymous memory is "[anon]" even right after a file's mapping: that may be the
+        file's .bss or an unrelated mmap (a malloc arena) placed there; dladdr, which knows
+        each object's segments, is what names a .bss (see symbols.locate).
         """
         m = self.find(addr)
         if m is None:
             return None
-        if m.path:
-            return m.path
-        i = self.mappings.index(m)
-        if i > 0:
-            prev = self.mappings[i - 1]
-            if prev.end == m.start and prev.path.startswith("/"):
-                return prev.path
-        return "[anon]"
+        return m.path or "[anon]"
 
     def file_base(self, path):
         """Load address of a file: start of its mapping with file offset 0."""
