@@ -24,6 +24,8 @@
 struct fa_state fa_g;
 int fa_arm_mode;
 volatile int fa_armed;
+int32_t fa_probe[FA_MAX_PROBE];
+int fa_nprobe;
 static int registered;
 
 int32_t fa_sys_gettid(void) {
@@ -141,8 +143,11 @@ static void record_threads(void) {
     close(fd);
     qsort(fa_g.tids, (size_t)fa_g.ntids, sizeof fa_g.tids[0], cmp_tid);
     for (i = 0; i < fa_g.ntids; i++) {
+        int k, probe = 0;
         read_comm(fa_g.tids[i], fa_g.comm[i]);
-        fa_g.futex[i] = read_futex(fa_g.tids[i]);
+        for (k = 0; k < fa_nprobe && k < FA_MAX_PROBE; k++)
+            probe |= fa_probe[k] == fa_g.tids[i];
+        fa_g.futex[i] = probe ? read_futex(fa_g.tids[i]) : 0;
     }
 }
 

@@ -50,6 +50,12 @@ int fa_register(void);
  * makes prepare record the other threads and the child scan. */
 extern int fa_arm_mode;
 extern volatile int fa_armed;
+/* The threads whose futex to read at the fork (/proc/self/task/TID/syscall): reading it
+ * can make the kernel wait for a thread that is going to sleep, so only the threads the
+ * Python snapshot found at a lock's acquisition point are probed. Plain variables too. */
+#define FA_MAX_PROBE 64
+extern int32_t fa_probe[FA_MAX_PROBE];
+extern int fa_nprobe;
 /* Type objects whose instances can mimic a held mutex (see scan.c); set once at install. */
 void fa_set_reject(const uint64_t *reject, int nreject);
 void fa_disarm(void);

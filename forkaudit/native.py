@@ -41,17 +41,34 @@ def set_reject(reject):
         lib.fa_set_reject(ids, min(len(reject), 8))
 
 
-def arm(scan):
-    """Arm the next fork. Plain variable writes: no C call, so the GIL is never released here."""
+# Pointers to the shim's control variables, taken once. cffi releases the GIL to look up
+# a global variable's address on each `lib.name` access; writes through these pointers are
+# plain memory stores, so the before-fork hook never lets another thread run.
+if lib is not None:
+    _armed = ffi.addressof(lib, "fa_armed")
+    _arm_mode = ffi.addressof(lib, "fa_arm_mode")
+    _nprobe = ffi.addressof(lib, "fa_nprobe")
+    _probe = ffi.cast("int32_t *", ffi.addressof(lib, "fa_probe"))
+    MAX_PROBE = lib.FA_MAX_PROBE
+
+
+def arm(scan, probe=()):
+    """Arm the next fork, through memory stores only (no C call: the GIL stays held).
+
+    probe: native ids of threads whose futex to read at the fork (see fa_probe in shim.h)."""
     if lib is None:
         return
-    lib.fa_arm_mode = SCAN_MODES[scan] if available else 0
-    lib.fa_armed = 1
+    probe = [tid for tid in probe if tid][:MAX_PROBE]
+    for i, tid in enumerate(probe):
+        _probe[i] = tid
+    _nprobe[0] = len(probe)
+    _arm_mode[0] = SCAN_MODES[scan] if available else 0
+    _armed[0] = 1
 
 
 def disarm():
     if lib is not None:
-        lib.fa_armed = 0
+        _armed[0] = 0
 
 
 def vanished():

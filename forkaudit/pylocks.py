@@ -69,6 +69,13 @@ def capture(forking, others):
     return snap
 
 
+def threads_to_probe(snap):
+    """Native ids of the threads at some lock's acquisition point: the kernel's view of
+    what they sleep on tells waiters from the thread granted the lock."""
+    return sorted({t.native_id for takers in snap.acquiring.values() for t, _ in takers
+                   if t.native_id is not None and t is not snap.forking})
+
+
 def resettable_locks():
     """The locks the standard library resets in every child (see known_resetter)."""
     logging = sys.modules.get("logging")
