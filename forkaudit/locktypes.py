@@ -48,6 +48,16 @@ def _with_semaphore(lock, flagged, owner, count):
     return State(taken, owner if flagged else None, count, granted=taken and not flagged)
 
 
+def maybe_locked(lock):
+    """A cheap first look (no repr, no call into C): False only when surely free."""
+    taken = cpython_layout.taken(lock) if isinstance(lock, (LOCK, CRLOCK) if CRLOCK else LOCK) else None
+    if taken is not None:
+        return taken
+    if isinstance(lock, LOCK):
+        return lock.locked()
+    return True
+
+
 def state(lock):
     """The lock's state now, read without acquiring it. owner is a thread ident (RLocks only)."""
     if isinstance(lock, LOCK):

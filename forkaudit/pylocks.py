@@ -215,7 +215,7 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
     private = {id(o) for o in snap.private} | walked.private
     candidates = dict(snap.candidates)
     for lock_id, lock in walked.locks.items():
-        if lock_id in candidates or lock_id in private:
+        if lock_id in candidates or lock_id in private or not locktypes.maybe_locked(lock):
             continue
         state = locktypes.state(lock)
         if state.locked:
