@@ -76,3 +76,88 @@ def taken(lock):
         return None
     value = _sem_value(lock)
     return None if value is None else value == 0
+
+
+# Buffered IO objects (io.BufferedWriter and friends) keep their own PyThread lock and the
+# ident of the thread that holds it ("lock", then "owner", in the C struct). A thread
+# blocked in a write to a full pipe holds it, and nobody resets it in the child: the child
+# hangs on its first write to that file. The offsets are found and verified at import, on
+# a probe whose raw write() runs while the buffered object holds its lock.
+BUFFERED_TYPES = ()
+buffered_offsets = None  # (lock pointer offset, owner offset), or None when unknown
+
+
+def _find_buffered_offsets():
+    import io
+
+    found = []
+
+    class Probe(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, b):
+            if not found:
+                found.append(_scan_for_owner(self.outer))
+            return len(b)
+
+    raw = Probe()
+    buffered = io.BufferedWriter(raw, buffer_size=64)
+    raw.outer = buffered
+    buffered.write(b"x" * 256)
+    buffered.flush()
+    offsets = found[0] if found else None
+    if offsets is None:
+        return None
+    lock_off, owner_off = offsets
+    if _checked_u64(id(buffered) + owner_off) != 0:  # released: owner cleared
+        return None
+    pointer = _checked_u64(id(buffered) + lock_off)
+    if not pointer or _checked_u32(pointer) != 1:
+        return None
+    return offsets
+
+
+def _checked_u64(addr):
+    raw = native.read(addr, 8)
+    return int.from_bytes(raw, "little") if raw else None
+
+
+def _checked_u32(addr):
+    raw = native.read(addr, 4)
+    return int.from_bytes(raw, "little") if raw else None
+
+
+def _scan_for_owner(obj):
+    """While obj's lock is held by this thread: the offset of the owner ident, and of the
+    lock pointer just before it (its semaphore must read taken)."""
+    me = threading.get_ident()
+    for off in range(16, 256, 8):
+        if _checked_u64(id(obj) + off) == me:
+            pointer = _checked_u64(id(obj) + off - 8)
+            if pointer and _checked_u32(pointer) == 0:
+                return off - 8, off
+    return None
+
+
+if verified:
+    try:
+        import io as _io
+        buffered_offsets = _find_buffered_offsets()
+        if buffered_offsets is not None:
+            BUFFERED_TYPES = (_io.BufferedWriter, _io.BufferedReader, _io.BufferedRandom)
+    except Exception:  # noqa: BLE001 - no buffered-IO detection, nothing worse
+        buffered_offsets = None
+
+
+def buffered_owner(obj):
+    """The ident of the thread holding a buffered IO object's internal lock, or None if free.
+
+    (Direct reads: the object is alive, the offsets verified.)"""
+    if buffered_offsets is None or not isinstance(obj, BUFFERED_TYPES):
+        return None
+    lock_off, owner_off = buffered_offsets
+    pointer = int(native.ffi.cast("uint64_t *", id(obj) + lock_off)[0])
+    if not pointer or int(native.ffi.cast("uint32_t *", pointer)[0]) != 0:
+        return None
+    return int(native.ffi.cast("uint64_t *", id(obj) + owner_off)[0]) or None

@@ -15,6 +15,7 @@ import sys
 import threading
 import types
 
+from . import cpython_layout
 from .locktypes import PRIMITIVES
 
 MAX_NODES = 60000
@@ -46,14 +47,14 @@ def _type_layout(t):
             if entry is not None:
                 dict_desc = entry if type(entry) is GETSET else None
                 break
+        seen_names = set()
         for klass in mro:
-            namespace = _TYPE_DICT.__get__(klass)
-            slot_names = namespace.get("__slots__", ()) or ()
-            if isinstance(slot_names, str):
-                slot_names = (slot_names,)
-            for name in slot_names:
-                desc = namespace.get(name) if isinstance(name, str) else None
-                if type(desc) is MEMBER:
+            # member descriptors: __slots__ of Python classes, and the object fields that C
+            # types expose (TextIOWrapper.buffer, ...); reading them runs no user code
+            for name, desc in list(_TYPE_DICT.__get__(klass).items()):
+                if type(desc) is MEMBER and isinstance(name, str) and not name.startswith("__") \
+                        and name not in seen_names:
+                    seen_names.add(name)
                     slots.append((name, desc))
         _layout[t] = (dict_desc, slots)
     return _layout[t]
@@ -143,6 +144,7 @@ class Walk:
         self.locks = {}       # id(lock) -> lock
         self.parents = {}     # id(lock) -> the object holding it
         self.private = set()  # ids of Condition waiter locks
+        self.internal = {}    # id -> (object, path): CPython objects with a lock inside (buffered IO)
         self.visited = 0
         self.complete = True
 
@@ -165,6 +167,8 @@ def walk(extra_roots=(), max_nodes=MAX_NODES):
                 result.locks[id(obj)] = obj
                 result.parents[id(obj)] = parent
             continue
+        if isinstance(obj, cpython_layout.BUFFERED_TYPES) and id(obj) not in result.internal:
+            result.internal[id(obj)] = (obj, path)
         result.visited += 1
         if result.visited > max_nodes:
             result.complete = False

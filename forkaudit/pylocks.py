@@ -256,6 +256,7 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
                 e["_what"], e["_who"] or "an unknown thread", e["_where"],
                 "%s's at-fork handler" % by if by else "an at-fork handler")
             reinit.append(e)
+    hazards.extend(_internal_hazards(walked, snap))
     if remember:  # this process keeps these locks held for good: tell later forks who held them
         for e in hazards:
             if e["owner"] is not None and e["_id"] not in _inherited:
@@ -264,6 +265,48 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
         for key in ("_who", "_what", "_where", "_id"):
             e.pop(key, None)
     return hazards, reinit
+
+
+def _internal_hazards(walked, snap):
+    """Buffered IO objects whose internal lock a vanished thread holds (python_internal).
+
+    Nothing resets these in the child: its first write to that file hangs."""
+    out = []
+    for obj_id, (obj, path) in walked.internal.items():
+        ident = cpython_layout.buffered_owner(obj)
+        if ident is None or ident == snap.forking.ident:
+            continue
+        owner = snap.by_ident.get(ident)
+        earlier = _inherited_owner(obj_id) if owner is None else None
+        kind = "%s.%s" % (type(obj).__module__, type(obj).__qualname__)
+        raw = getattr(obj, "raw", None) if type(obj).__module__ in ("_io", "io") else None
+        name = getattr(raw, "name", None)
+        target = " on %s" % (name if isinstance(name, str) else "fd %s" % name) if name is not None else ""
+        if owner is not None:
+            who = "thread %r (native id %s)" % (owner.name, owner.native_id)
+        elif earlier is not None:
+            who = "thread %r (native id %s) of process %s, since an earlier fork" % earlier
+        else:
+            who = "thread ident %d" % ident
+        where = ""
+        if owner is not None and owner.stack:
+            f = owner.stack[-1]
+            where = " (in %s() at %s:%s)" % (f["function"], f["file"].rsplit("/", 1)[-1], f["line"])
+        out.append({
+            "kind": "python_internal",
+            "owner": ({"native_id": owner.native_id, "name": owner.name} if owner else
+                      {"native_id": earlier[1], "name": earlier[0]} if earlier else None),
+            "object": {"type": kind, "path": path},
+            "address": "0x%x" % obj_id,
+            "library": None,
+            "symbol": None,
+            "held_at": list(owner.stack) if owner else None,
+            "by": None,
+            "why": "the internal lock of a %s%s is held by %s%s, which does not exist in the child; "
+                   "the child's first use of this file blocks forever" % (kind, target, who, where),
+            "_id": obj_id,
+        })
+    return out
 
 
 def audit_child(snap, blocked_on=None):

@@ -224,3 +224,50 @@ def test_owner_unknown_is_said_not_guessed(audit):
     h = rec["hazards"][0]
     assert h["owner"] is None and h["object"]["path"] == "__main__.LOCK"
     assert "owner unknown" in h["why"]
+
+
+def test_buffered_file_lock_held_by_a_blocked_writer(audit):
+    rec = audit('''
+        r, w = os.pipe()
+        OUT = open(w, "wb", buffering=8192)
+        IDLE = open(os.devnull, "wb")
+        def enter(held, release):
+            held.set()
+            OUT.write(b"x" * (1 << 20)); OUT.flush()   # blocks: nobody reads the pipe
+        hold("pipe-writer", enter); time.sleep(0.2); fork_once()
+    ''')
+    assert [(h["kind"], h["object"]["type"], h["object"]["path"], h["owner"]["name"]) for h in rec["hazards"]] == [
+        ("python_internal", "_io.BufferedWriter", "__main__.OUT", "pipe-writer")]
+    assert "blocks forever" in rec["hazards"][0]["why"]
+
+
+def test_stdout_held_by_a_thread_writing_to_a_full_pipe(run_python, schema_validator):
+    import subprocess
+    import sys
+    code = snippet('''
+        def enter(held, release):
+            held.set()
+            sys.stdout.write("y" * (1 << 20)); sys.stdout.flush()   # the parent never reads
+        hold("printer", enter); time.sleep(0.3); fork_once()
+        os._exit(0)
+    ''')
+    import os
+    import tempfile
+    d = tempfile.mkdtemp()
+    report = os.path.join(d, "r.jsonl")
+    script = os.path.join(d, "s.py")
+    with open(script, "w") as f:
+        f.write(code)
+    env = dict(os.environ, FORKAUDIT_TEST_REPORT=report)
+    env.pop("PYTHONUNBUFFERED", None)  # a buffered stdout: a BufferedWriter with its lock
+    proc = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE, env=env)
+    try:
+        proc.wait(60)
+    finally:
+        proc.kill()
+        proc.stdout.close()
+    import json
+    [rec] = [json.loads(line) for line in open(report)]
+    assert not list(schema_validator.iter_errors(rec))
+    assert [(h["kind"], h["object"]["path"], h["owner"]["name"]) for h in rec["hazards"]] == [
+        ("python_internal", "sys.stdout.buffer", "printer")]
