@@ -73,7 +73,7 @@ def _before():
         return
     try:
         _snapshot = take_snapshot(settings)
-        native.arm(settings.scan if _snapshot.c_level else "off")
+        native.arm(settings.scan if _snapshot.c_level else "off", pylocks.threads_to_probe(_snapshot.pylocks))
     except Exception as e:  # noqa: BLE001 - a hook must never break fork
         _snapshot = None
         native.disarm()

@@ -271,3 +271,22 @@ def test_stdout_held_by_a_thread_writing_to_a_full_pipe(run_python, schema_valid
     assert not list(schema_validator.iter_errors(rec))
     assert [(h["kind"], h["object"]["path"], h["owner"]["name"]) for h in rec["hazards"]] == [
         ("python_internal", "sys.stdout.buffer", "printer")]
+
+
+def test_kernel_view_tells_a_sleeping_waiter_from_a_holder(audit):
+    rec = audit('''
+        LOCK = threading.Lock()
+        def grab():
+            LOCK.acquire()
+        def owner(held, release):
+            grab()                      # held, but no frame shows it
+            held.set(); release.wait(30)
+        def waiter(held, release):
+            held.set()
+            with LOCK:                  # asleep in futex(2) on LOCK's semaphore
+                pass
+        hold("sneaky", owner); hold("blocked", waiter); time.sleep(0.2); fork_once()
+    ''')
+    [h] = rec["hazards"]
+    assert h["owner"] is None and "owner unknown" in h["why"]
+    assert "thread 'blocked' was in waiter()" in h["why"] and "asleep waiting for it" in h["why"]
