@@ -104,14 +104,21 @@ def audit_child():
         _fail("the child-side audit", e)
         return
     _last_event = ev
-    policy.deliver(ev, snap.settings)
+    try:
+        policy.deliver(ev, snap.settings)  # under 'abort' this ends a hazardous child
+    except Exception as e:  # noqa: BLE001
+        _fail("reporting", e)
 
 
 def refuse_if_hazardous(settings):
     """Policy 'raise': look in the parent, before forking, and refuse to fork into a deadlock."""
     global _last_event
-    snap = take_snapshot(settings)
-    hazards, reinit = pylocks.audit_parent(snap.pylocks)
+    try:
+        snap = take_snapshot(settings)
+        hazards, reinit = pylocks.audit_parent(snap.pylocks)
+    except Exception as e:  # noqa: BLE001 - an internal error never stops a fork
+        _fail("the parent-side check", e)
+        return
     if hazards:
         ev = event_mod.build_parent(snap, hazards, reinit)
         _last_event = ev
@@ -154,6 +161,8 @@ def notify_parent(pid, settings):
             logger.warning(message)
         # stacklevel: notify_parent <- _fork <- the os.fork wrapper <- its caller
         warnings.warn(ForkHazardWarning(message), stacklevel=4)
+    except ForkHazardWarning:
+        raise  # warnings made errors (-W error): raised from os.fork, like CPython's own fork warning
     except Exception as e:  # noqa: BLE001
         _fail("the parent-side notice", e)
 

@@ -195,3 +195,35 @@ os.waitpid(pid, 0)
 print("LAST", os.read(r, 100).decode())
 '''))
     assert "LAST child 1" in result.stdout, result
+
+
+def test_warning_made_an_error_is_raised_in_the_parent(run_python):
+    result = run_python(snippet(HOLD_LOCK + '''
+import warnings
+warnings.simplefilter("error", forkaudit.ForkHazardWarning)
+try:
+    fork_once()
+except forkaudit.ForkHazardWarning as w:
+    print("RAISED", "thread 'busy' holds" in str(w))
+''', policy="warn"))
+    assert "RAISED True" in result.stdout, result
+    assert "failed" not in result.stderr
+
+
+def test_internal_errors_fail_open(run_python):
+    result = run_python(snippet(HOLD_LOCK + '''
+from forkaudit import pylocks
+def broken(*a, **k):
+    raise ValueError("boom")
+pylocks.audit = broken
+pylocks.audit_parent = broken
+forkaudit.install(policy="raise", json_path=REPORT)
+fork_once()
+forkaudit.install(policy="record", json_path=REPORT)
+fork_once()
+print("STILL RUNNING")
+'''))
+    assert result.returncode == 0, result
+    assert "STILL RUNNING" in result.stdout
+    lines = [l for l in result.stderr.splitlines() if l.startswith("forkaudit:")]
+    assert len(lines) == 1 and "failed (ValueError: boom)" in lines[0], result.stderr
