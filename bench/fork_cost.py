@@ -27,6 +27,7 @@ import threading
 import time
 
 import forkaudit
+from benchutil import in_child
 from forkaudit import native
 
 TARGET_PARENT = 1.25
@@ -105,26 +106,6 @@ def fork_rounds(rounds, report):
 
 def p90(values):
     return sorted(values)[max(0, int(len(values) * 0.9) - 1)]
-
-
-def in_child(fn):
-    """Run fn() in a fresh forked child; return what it printed (one line)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.write(w, repr(fn()).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    while True:
-        chunk = os.read(r, 4096)
-        if not chunk:
-            break
-        data += chunk
-    os.waitpid(pid, 0)
-    return eval(data.decode())  # noqa: S307 - our own repr of floats
 
 
 def scan_figures(tids):

@@ -22,6 +22,7 @@ import threading
 import time
 
 import forkaudit
+from benchutil import in_child
 from forkaudit import hooks, naming, pylocks, settings
 
 
@@ -41,25 +42,6 @@ def build(objects, locks):
         setattr(module, "LOCK_%d" % i, threading.Lock())                     # module globals
     filler = [{"k": i, "v": (i, str(i))} for i in range(max(0, (objects - 4 * locks) // 4))]
     return accounts, registry, filler
-
-
-def in_child(fn):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.write(w, repr(fn()).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        data += chunk
-    os.waitpid(pid, 0)
-    return eval(data.decode())  # noqa: S307 - our own repr
 
 
 def fork_ms():
