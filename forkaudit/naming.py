@@ -158,7 +158,7 @@ def walk(extra_roots=(), max_nodes=MAX_NODES):
         if id(obj) not in seen:
             seen.add(id(obj))
             queue.append((path, obj, 0, None))
-    condition = threading.Condition
+    condition, semaphore = threading.Condition, threading.Semaphore
     while queue:
         path, obj, depth, parent = queue.popleft()
         if isinstance(obj, PRIMITIVES):
@@ -166,6 +166,11 @@ def walk(extra_roots=(), max_nodes=MAX_NODES):
                 result.paths[id(obj)] = path
                 result.locks[id(obj)] = obj
                 result.parents[id(obj)] = parent
+            continue
+        if isinstance(obj, semaphore):
+            # named, but not a discovery candidate: a Semaphore at 0 is often just a signal
+            result.paths.setdefault(id(obj), path)
+            result.parents.setdefault(id(obj), parent)
             continue
         if isinstance(obj, cpython_layout.BUFFERED_TYPES) and id(obj) not in result.internal:
             result.internal[id(obj)] = (obj, path)

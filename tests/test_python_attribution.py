@@ -96,7 +96,17 @@ def test_semaphore_with_no_slot_left(audit):
                 held.set(); release.wait(30)
         hold("sem-holder", enter); fork_once()
     ''')
-    assert [(h["kind"], h["owner"]["name"]) for h in rec["hazards"]] == [("semaphore", "sem-holder")]
+    assert [(h["kind"], h["object"]["path"], h["owner"]["name"]) for h in rec["hazards"]] == [
+        ("semaphore", "__main__.SEM", "sem-holder")]
+
+
+def test_semaphore_used_as_a_signal_is_not_a_hazard(audit):
+    rec = audit('''
+        READY = threading.Semaphore(0)          # released by a producer, not held by anyone
+        t = threading.Thread(target=READY.acquire, name="consumer", daemon=True); t.start()
+        time.sleep(0.2); fork_once()
+    ''')
+    assert rec["hazards"] == []
 
 
 def test_queue_mutex_held_inside_put(audit):
