@@ -47,6 +47,9 @@ def capture(forking, others):
         tstate = thread.__dict__.get("_tstate_lock")  # 3.9-3.12: reset by threading after fork
         if tstate is not None:
             snap.private.append(tstate)
+    # Locks the stdlib's own before-fork hooks take in the forking thread: whatever forkaudit's
+    # hook saw (it may run before or after theirs), at the fork they are the child's own.
+    snap.private.extend(filter(locktypes.is_primitive, taken_by_before_fork_hooks()))
     for lock in filter(locktypes.is_primitive, resettable_locks()):
         # reset in the child before forkaudit looks: their state at the fork is only seen here
         state = locktypes.state(lock)
@@ -74,6 +77,16 @@ def threads_to_probe(snap):
     what they sleep on tells waiters from the thread granted the lock."""
     return sorted({t.native_id for takers in snap.acquiring.values() for t, _ in takers
                    if t.native_id is not None and t is not snap.forking})
+
+
+def taken_by_before_fork_hooks():
+    """Locks that a standard-library os.register_at_fork(before=...) hook acquires."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        yield getattr(logging, "_lock", None)            # logging._acquireLock / _prepareFork
+    futures_thread = sys.modules.get("concurrent.futures.thread")
+    if futures_thread is not None:
+        yield getattr(futures_thread, "_global_shutdown_lock", None)
 
 
 def resettable_locks():
