@@ -134,9 +134,18 @@ def _fork():
     me = threading.get_ident()
     _deferred.add(me)
     try:
-        pid = _real_fork()
+        # CPython (3.12+) warns about forking a threaded process with stacklevel 1: the frame
+        # calling os.fork, which is now this wrapper. Catch what the fork warns and re-issue
+        # it at the caller, so the user's filters see it where they would without forkaudit.
+        # (The GIL is held through the fork: no other thread's warning lands in this window.)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pid = _real_fork()
     finally:
         _deferred.discard(me)
+    for w in caught:
+        # stacklevel: _fork <- the os.fork wrapper <- its caller
+        warnings.warn(w.message, w.category, stacklevel=3)
     if pid == 0:
         audit_child()
     else:

@@ -94,3 +94,136 @@ def schema_validator():
         pytest.skip("the report schema is not beside the repo (%s)" % SCHEMA)
     with open(SCHEMA) as f:
         return jsonschema.Draft202012Validator(json.load(f))
+
+
+# --- helpers for test_python_locks.py, test_fork_shapes.py and test_policies.py ---------------
+
+# The start of every program `fa_program` runs. Threads signal with Events, and the program
+# waits until each of them is parked (asleep in Condition.wait, its own locks given back)
+# before it forks, so the state at the fork is known exactly, not by a sleep.
+FA_PRELUDE = r'''
+import inspect, json, linecache, os, sys, threading, time
+import forkaudit
+
+REPORT = os.environ["FORKAUDIT_TEST_REPORT"]
+_WAIT = threading.Condition.wait
+_src, _first = inspect.getsourcelines(_WAIT)
+_RELEASED_AT = _first + next(i for i, l in enumerate(_src) if "_release_save()" in l)
+del _src, _first
+
+
+def emit(**facts):
+    """One line of facts for the test (the test reads lines starting with '@@')."""
+    print("@@" + json.dumps(facts), flush=True)
+
+
+def wait_for(pred, what, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            sys.exit("timed out waiting for " + what)
+        time.sleep(0.002)
+
+
+def innermost(ident):
+    f = sys._current_frames().get(ident)
+    if f is None:
+        return None, ""
+    return f, linecache.getline(f.f_code.co_filename, f.f_lineno)
+
+
+def parked(ident, cond=None):
+    """Thread `ident` sleeps in Condition.wait (Event.wait, Queue.get, ...), its lock released."""
+    f, line = innermost(ident)
+    return (f is not None and f.f_code is _WAIT.__code__ and f.f_lineno > _RELEASED_AT
+            and "waiter.acquire(" in line and (cond is None or f.f_locals.get("self") is cond))
+
+
+def wait_parked(thread, cond=None):
+    wait_for(lambda: parked(thread.ident, cond), "thread %r to park" % thread.name)
+
+
+def wait_at(thread, function, text):
+    """Until the thread's innermost Python frame is `function`, on a line containing `text`."""
+    def there():
+        f, line = innermost(thread.ident)
+        return f is not None and f.f_code.co_name == function and text in line
+    wait_for(there, "thread %r to reach %s (%s)" % (thread.name, function, text))
+
+
+def hold_in_thread(name, enter, daemon=True):
+    """Run enter(held, release) in thread `name`; return (thread, release) once it has
+    signalled `held` and is parked (in release.wait(), typically)."""
+    held, release = threading.Event(), threading.Event()
+    t = threading.Thread(target=enter, args=(held, release), name=name, daemon=daemon)
+    t.start()
+    if not held.wait(10):
+        sys.exit("thread %s never got ready" % name)
+    wait_parked(t)
+    return t, release
+
+
+def exit_code(status):
+    return os.waitstatus_to_exitcode(status)
+
+
+def wait_child(pid, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return exit_code(status)
+        time.sleep(0.005)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    sys.exit("child %d did not exit within %d s" % (pid, timeout))
+
+
+def fork_once(child=None):
+    """Fork; the child runs child() (if given) and leaves with os._exit. Returns
+    (child pid, its exit code)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            if child is not None:
+                code = child() or 0
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)
+    return pid, wait_child(pid)
+'''
+
+
+class FAResult(Result):
+    @property
+    def facts(self):
+        """The '@@' lines the program printed with emit(), merged into one dict."""
+        out = {}
+        for line in self.stdout.splitlines():
+            if line.startswith("@@"):
+                out.update(json.loads(line[2:]))
+        return out
+
+
+@pytest.fixture
+def fa_program(run_python, schema_validator):
+    """Run FA_PRELUDE, forkaudit.install(policy, json_path=REPORT, scan), then `body`.
+
+    Every JSON record written must validate against the report schema. With
+    install=False the body activates forkaudit itself (or not at all); with finish=False
+    the program ends normally (exit handlers run) instead of with os._exit(0)."""
+    def run(body, policy="record", scan="full", install=True, env=None, timeout=TIMEOUT, finish=True):
+        setup = ("forkaudit.install(policy=%r, json_path=REPORT, scan=%r)\n" % (policy, scan)
+                 if install else "")
+        # finish: leave with os._exit(0) once the body is done, so that no exit handler
+        # (logging.shutdown, thread joins) waits for a lock a parked thread still holds
+        end = "\nsys.stdout.flush(); sys.stderr.flush(); os._exit(0)\n" if finish else ""
+        plain = run_python(FA_PRELUDE + setup + textwrap.dedent(body) + end, env=env, timeout=timeout)
+        result = FAResult(plain.proc, plain.records)
+        for rec in result.records:
+            errors = [e.message for e in schema_validator.iter_errors(rec)]
+            assert not errors, (errors, rec)
+        return result
+    return run

@@ -44,7 +44,8 @@ print("IS_RUNTIME", issubclass(forkaudit.ForkHazardWarning, RuntimeWarning))
 def test_record_writes_json_only(run_python):
     result = run_python(snippet(HOLD_LOCK + "fork_once()\n", policy="record"))
     assert result.returncode == 0
-    assert result.stderr == ""
+    # nothing from forkaudit (CPython 3.12+ may print its own fork DeprecationWarning)
+    assert "forkaudit" not in result.stderr and "held by threads" not in result.stderr
     assert len(result.children) == 1 and result.children[0]["hazards"]
 
 
