@@ -1,107 +1,232 @@
 #!/usr/bin/env bash
 # The test command of forkaudit (the README's, and what .ci/run calls).
 #
-# Builds ONE wheel (the extension is abi3/cp39, so one wheel serves 3.9+), then for
-# each of Python 3.9, 3.10, 3.11, 3.12 and 3.13 installed by pyenv: a fresh venv with
-# the wheel, pytest against the *installed* package (run from outside the source tree),
-# and the shared acceptance scenarios (../shared/scenarios) when they are there.
+# Builds ONE wheel with Python 3.9 (the extension is abi3/cp39, so one wheel serves
+# 3.9+), then for each of Python 3.9, 3.10, 3.11, 3.12 and 3.13 installed by pyenv:
+# a fresh venv with the wheel, pytest against the *installed* package (run from
+# outside the source tree), and the shared acceptance scenarios (../shared/scenarios)
+# when they are there. Ends with a summary table and a line "N passed, N failed"
+# (steps: one per pytest run, one per scenario run); exits non-zero if any failed.
 #
-#   bash scripts/test-all.sh               # every Python found
-#   bash scripts/test-all.sh --quick       # only the newest one
-#   bash scripts/test-all.sh --python 3.12 [--python 3.9]
+#   bash scripts/test-all.sh                       # every Python 3.9-3.13 found
+#   bash scripts/test-all.sh --quick               # only the newest one found
+#   bash scripts/test-all.sh --python 3.12 [--python 3.9 ...]
 #   FORKAUDIT_PYTHONS="3.11 3.12" bash scripts/test-all.sh
+#
+# Environment: FORKAUDIT_WORKDIR (default <repo>/.ci-work; each run uses its own
+# run.* folder in it, removed after a passing run, kept after a failing one),
+# FORKAUDIT_KEEP_WORK=1 (keep it anyway), FORKAUDIT_PYTEST_TIMEOUT (seconds,
+# default 900), FORKAUDIT_SCENARIO_TIMEOUT (default 600).
 set -euo pipefail
 
-REPO=$(cd "$(dirname "$0")/.." && pwd)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${FORKAUDIT_WORKDIR:-$REPO/.ci-work}
 SHARED=$(cd "$REPO/.." && pwd)/shared
-WANTED=(${FORKAUDIT_PYTHONS:-3.9 3.10 3.11 3.12 3.13})
+PYTEST_TIMEOUT=${FORKAUDIT_PYTEST_TIMEOUT:-900}
+SCENARIO_TIMEOUT=${FORKAUDIT_SCENARIO_TIMEOUT:-600}
+ALL_MINORS=(3.9 3.10 3.11 3.12 3.13)
+
+usage() { sed -n 2,19p "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+read -r -a WANTED <<< "${FORKAUDIT_PYTHONS:-${ALL_MINORS[*]}}"
 QUICK=0
 PICKED=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
-    --python) shift; PICKED+=("$1") ;;
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
-    *) echo "test-all: unknown option $1" >&2; exit 2 ;;
+    --python)
+      [ $# -ge 2 ] || { echo "test-all: --python needs a version, e.g. --python 3.12" >&2; exit 2; }
+      shift; PICKED+=("$1") ;;
+    --python=*) PICKED+=("${1#--python=}") ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "test-all: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-[ ${#PICKED[@]} -gt 0 ] && WANTED=("${PICKED[@]}")
-
-find_python() {  # newest patch release of one minor version under pyenv, else python3.X on PATH
-  local minor=$1 root cand=""
-  if command -v pyenv >/dev/null 2>&1; then
-    root=$(pyenv root)
-    cand=$(ls -d "$root"/versions/"$minor".*/bin/python3 2>/dev/null | sort -V | tail -n 1 || true)
-  elif [ -d "$HOME/.pyenv/versions" ]; then
-    cand=$(ls -d "$HOME"/.pyenv/versions/"$minor".*/bin/python3 2>/dev/null | sort -V | tail -n 1 || true)
+if [ ${#PICKED[@]} -gt 0 ]; then WANTED=("${PICKED[@]}"); fi
+for minor in "${WANTED[@]}"; do
+  if ! [[ $minor =~ ^3\.[0-9]+$ ]]; then
+    echo "test-all: '$minor' is not a Python minor version like 3.12" >&2; exit 2
   fi
-  [ -z "$cand" ] && cand=$(command -v "python$minor" || true)
-  echo "$cand"
+done
+
+# The tests must see the installed wheel and nothing else: no source tree on the
+# path, and no forkaudit activated in the test runner itself by the caller's shell.
+unset PYTHONPATH PYTHONHOME FORKAUDIT FORKAUDIT_JSON FORKAUDIT_SCAN
+
+PYENV_VERSIONS=""
+if command -v pyenv >/dev/null 2>&1; then
+  PYENV_VERSIONS="$(pyenv root)/versions"
+elif [ -d "${PYENV_ROOT:-$HOME/.pyenv}/versions" ]; then
+  PYENV_VERSIONS="${PYENV_ROOT:-$HOME/.pyenv}/versions"
+fi
+
+find_python() {  # newest patch release X.Y.Z of one minor version under pyenv (not -dev, not 3.13t)
+  local minor=$1 dir best=""
+  [ -n "$PYENV_VERSIONS" ] || return 0
+  for dir in "$PYENV_VERSIONS/$minor".*; do
+    [[ ${dir##*/} =~ ^${minor//./\\.}\.[0-9]+$ ]] || continue
+    [ -x "$dir/bin/python3" ] || continue
+    best=$(printf '%s\n%s\n' "$best" "$dir" | sed '/^$/d' | sort -V | tail -n 1)
+  done
+  [ -n "$best" ] && echo "$best/bin/python3"
+  return 0
 }
 
-PYTHONS=()
+[ -n "$PYENV_VERSIONS" ] || echo "test-all: pyenv not found (no \$(pyenv root)/versions)"
+NAMES=()   # "3.12.1"
+PYS=()     # its interpreter
 for minor in "${WANTED[@]}"; do
   py=$(find_python "$minor")
   if [ -z "$py" ]; then
     echo "skip: Python $minor not installed"
   else
-    PYTHONS+=("$minor=$py")
+    NAMES+=("$(basename "$(dirname "$(dirname "$py")")")")
+    PYS+=("$py")
   fi
 done
-if [ ${#PYTHONS[@]} -eq 0 ]; then
-  echo "test-all: no Python 3.9-3.13 found (looked under \$(pyenv root)/versions)" >&2
+if [ ${#PYS[@]} -eq 0 ]; then
+  echo "test-all: none of Python ${WANTED[*]} is installed under \$(pyenv root)/versions" >&2
+  echo "0 passed, 1 failed"
   exit 1
 fi
-[ $QUICK = 1 ] && PYTHONS=("${PYTHONS[-1]}")
+if [ $QUICK = 1 ]; then  # the newest of those found
+  newest=0
+  for i in "${!NAMES[@]}"; do
+    if [ "$(printf '%s\n%s\n' "${NAMES[$i]}" "${NAMES[$newest]}" | sort -V | tail -n 1)" = "${NAMES[$i]}" ]; then newest=$i; fi
+  done
+  NAMES=("${NAMES[$newest]}"); PYS=("${PYS[$newest]}")
+fi
 
-rm -rf "$WORK"
-mkdir -p "$WORK/dist"
-echo "== building the wheel with ${PYTHONS[0]#*=}"
-builder=${PYTHONS[0]#*=}
-# never `python -m build` here: the root build.py shadows the PyPA frontend
-(cd "$REPO" && "$builder" -m pip wheel --no-deps -q -w "$WORK/dist" .)
-rm -rf "$REPO/build" "$REPO"/*.egg-info
-WHEEL=$(ls "$WORK"/dist/forkaudit-*.whl)
-export FORKAUDIT_WHEEL=$WHEEL
+# The wheel is built with the oldest supported Python (its tag is cp39-abi3 either way).
+BUILDER=$(find_python 3.9)
+if [ -z "$BUILDER" ]; then
+  for minor in "${ALL_MINORS[@]}"; do BUILDER=$(find_python "$minor"); [ -n "$BUILDER" ] && break; done
+  echo "note: Python 3.9 not installed; building the wheel with $BUILDER"
+fi
+
+START=$SECONDS
+mkdir -p "$WORK"
+# leftovers: runs older than a day, and the layout of earlier versions of this script
+find "$WORK" -mindepth 1 -maxdepth 1 -name 'run.*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
+if [ "$WORK" = "$REPO/.ci-work" ]; then rm -rf "$WORK"/venv-3.* "$WORK/dist"; fi
+RUN=$(mktemp -d "$WORK/run.XXXXXX")
+mkdir -p "$RUN/dist" "$RUN/logs"
+KEEP=${FORKAUDIT_KEEP_WORK:-0}
+cleanup() { if [ "$KEEP" = 0 ]; then rm -rf "$RUN"; fi; }
+trap cleanup EXIT
+
+clean_tree() { rm -rf "$REPO/build" "$REPO"/*.egg-info; }
+
+echo "== building the wheel with $BUILDER"
+build() {
+  local status=0
+  # one build at a time in this tree (the build writes build/ and *.egg-info into it)
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$WORK/.build.lock"
+    flock -w 1800 9 || { echo "test-all: another build holds $WORK/.build.lock" >&2; return 1; }
+  fi
+  clean_tree
+  # never `python -m build` here: the root build.py (the cffi builder) shadows the PyPA frontend
+  (cd "$REPO" && "$BUILDER" -m pip wheel --no-deps -q -w "$RUN/dist" . </dev/null) || status=$?
+  clean_tree
+  exec 9>&-
+  return $status
+}
+build_status=0
+build || build_status=$?
+shopt -s nullglob
+wheels=("$RUN"/dist/forkaudit-*.whl)
+shopt -u nullglob
+if [ $build_status != 0 ] || [ ${#wheels[@]} != 1 ]; then
+  echo "test-all: building the wheel failed (exit $build_status, ${#wheels[@]} wheel(s))" >&2
+  KEEP=1
+  echo "work dir kept for inspection: $RUN"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+WHEEL=${wheels[0]}
+export FORKAUDIT_WHEEL=$WHEEL   # for tests that make their own venvs
 echo "   $WHEEL"
 
-RESULTS=()
 PASSED=0
 FAILED=0
-record() {  # step-name status
-  RESULTS+=("$1: $2")
-  if [ "$2" = ok ]; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
+ROW_PY=()
+ROW_TEST=()
+ROW_SCEN=()
+pass() { PASSED=$((PASSED + 1)); }
+fail() { FAILED=$((FAILED + 1)); KEEP=1; }
+
+last_summary() {  # the last non-empty line of a log, without pytest's ==== decoration
+  sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^=* *//' -e 's/ *=*$//' -e 's/ ([0-9]*:[0-9:]*)$//' "$1" \
+    | sed '/^$/d' | tail -n 1 | cut -c1-70
 }
 
-for entry in "${PYTHONS[@]}"; do
-  minor=${entry%%=*}
-  py=${entry#*=}
-  venv="$WORK/venv-$minor"
-  echo "== Python $minor ($py)"
-  if ! "$py" -m venv "$venv" || ! "$venv/bin/pip" install -q "$WHEEL" pytest jsonschema; then
-    record "python $minor install" failed
+describe() {  # exit-status timeout-seconds log -> text for the table
+  local status=$1 limit=$2 log=$3
+  case $status in
+    0) echo "ok ($(last_summary "$log"))" ;;
+    124|137) echo "FAILED: timeout after ${limit}s" ;;
+    5) echo "FAILED: no tests collected (exit 5)" ;;
+    *) echo "FAILED exit $status ($(last_summary "$log"))" ;;
+  esac
+}
+
+for i in "${!PYS[@]}"; do
+  name=${NAMES[$i]}
+  py=${PYS[$i]}
+  minor=${name%.*}
+  venv="$RUN/venv-$minor"
+  echo
+  echo "== Python $name ($py)"
+  where=""
+  ROW_PY+=("$name")
+  # install: a fresh venv with the wheel and the test requirements, and a check that
+  # `import forkaudit` outside the tree loads the installed package (with its _shim)
+  if ! "$py" -m venv "$venv" </dev/null \
+     || ! "$venv/bin/python" -m pip install -q "$WHEEL" pytest jsonschema </dev/null \
+     || ! where=$(cd "$RUN" && "$venv/bin/python" -c 'import forkaudit, forkaudit._shim; print(forkaudit.__file__)') \
+     || [[ $where != "$venv"/* ]]; then
+    echo "test-all: installing the wheel into a Python $name venv failed${where:+ (forkaudit from $where)}" >&2
+    fail
+    ROW_TEST+=("FAILED: venv/install")
+    ROW_SCEN+=("not run")
     continue
   fi
-  set +e
-  (cd "$WORK" && timeout 1200 "$venv/bin/python" -m pytest "$REPO/tests" -p no:cacheprovider -q)
-  status=$?
-  set -e
-  if [ $status = 0 ]; then record "python $minor pytest" ok; else record "python $minor pytest" "failed (exit $status)"; fi
+
+  log="$RUN/logs/pytest-$minor.log"
+  status=0
+  (cd "$RUN" && timeout -k 30 "$PYTEST_TIMEOUT" "$venv/bin/python" -m pytest "$REPO/tests" -p no:cacheprovider -q </dev/null) 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
+  if [ "$status" = 0 ]; then pass; else fail; fi
+  ROW_TEST+=("$(describe "$status" "$PYTEST_TIMEOUT" "$log")")
+
   if [ -f "$SHARED/scenarios/run_scenarios.py" ]; then
-    set +e
-    (cd "$WORK" && timeout 900 "$venv/bin/python" "$SHARED/scenarios/run_scenarios.py" --python "$venv/bin/python")
-    status=$?
-    set -e
-    if [ $status = 0 ]; then record "python $minor scenarios" ok; else record "python $minor scenarios" "failed (exit $status)"; fi
+    log="$RUN/logs/scenarios-$minor.log"
+    status=0
+    echo "-- scenarios ($SHARED/scenarios)"
+    (cd "$RUN" && timeout -k 30 "$SCENARIO_TIMEOUT" "$venv/bin/python" "$SHARED/scenarios/run_scenarios.py" --python "$venv/bin/python" </dev/null) 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
+    if [ "$status" = 0 ]; then pass; else fail; fi
+    ROW_SCEN+=("$(describe "$status" "$SCENARIO_TIMEOUT" "$log")")
   else
-    echo "skip: no shared scenarios at $SHARED/scenarios"
+    echo "skip: no shared scenarios at $SHARED/scenarios (scenario step not run)"
+    ROW_SCEN+=("skipped: no ../shared/scenarios")
   fi
 done
 
+elapsed=$((SECONDS - START))
 echo
-echo "== summary"
-for line in "${RESULTS[@]}"; do echo "   $line"; done
+echo "== summary (wheel $(basename "$WHEEL"), $((elapsed / 60))m$((elapsed % 60))s)"
+w1=6; w2=6
+for i in "${!ROW_PY[@]}"; do
+  [ ${#ROW_PY[$i]} -le $w1 ] || w1=${#ROW_PY[$i]}
+  [ ${#ROW_TEST[$i]} -le $w2 ] || w2=${#ROW_TEST[$i]}
+done
+rule() { printf '%*s' "$1" '' | tr ' ' -; }
+printf "%-${w1}s | %-${w2}s | %s\n" python pytest scenarios
+printf '%s-+-%s-+-%s\n' "$(rule "$w1")" "$(rule "$w2")" "$(rule 40)"
+for i in "${!ROW_PY[@]}"; do
+  printf "%-${w1}s | %-${w2}s | %s\n" "${ROW_PY[$i]}" "${ROW_TEST[$i]}" "${ROW_SCEN[$i]}"
+done
+[ "$KEEP" = 0 ] || echo "work dir kept for inspection: $RUN (logs in $RUN/logs)"
 echo "$PASSED passed, $FAILED failed"
-[ $FAILED = 0 ]
+[ "$FAILED" = 0 ]
