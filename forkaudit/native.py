@@ -4,7 +4,13 @@ C-level detection needs glibc on x86_64 with the lock layout of
 csrc/glibc_layout.h. Where the shim cannot load or the layout does not
 match, ``available`` is False, ``reason`` says why in one line, and the rest
 of forkaudit (Python-level locks) keeps working.
+
+FORKAUDIT_FORCE_NO_C_LEVEL=1 (read once, at import) is a test and diagnostic
+switch: it makes C-level detection unavailable as on a platform whose lock
+layout is not verified (musl, another architecture), so that path can be
+tested on any machine. The shim still loads (thread ids are still recorded).
 """
+import os
 import sys
 
 SCAN_MODES = {"off": 0, "libs": 1, "full": 2}
@@ -27,6 +33,24 @@ else:
 if not sys.platform.startswith("linux"):
     available = False
     reason = "C-level lock detection needs Linux (this is %s)" % sys.platform
+
+FORCE_NO_C_LEVEL = "FORCE_NO_C_LEVEL"
+if os.environ.get("FORKAUDIT_" + FORCE_NO_C_LEVEL, "") not in ("", "0"):
+    available = False
+    reason = "forced off by FORKAUDIT_%s (test/diagnostic switch)" % FORCE_NO_C_LEVEL
+
+
+def c_level(scan, checked):
+    """The record's `c_level`: whether the C-level scan ran for this fork, and if not, why.
+
+    scan: the scan setting; checked: the child ran the scan."""
+    if scan == "off":
+        return "off: scan disabled"
+    if not available:
+        return "unavailable: " + reason
+    if checked:
+        return "checked"
+    return "unavailable: before the fork (C-level locks are found in the child)"
 
 
 def register():

@@ -57,6 +57,17 @@ def advice(event):
             "os.register_at_fork(after_in_child=...).")
 
 
+def c_level_text(event):
+    """One line when C-level locks were not checked (the record's c_level), else None."""
+    c_level = event.get("c_level")
+    if not c_level or c_level == "checked":
+        return None
+    state, _, why = c_level.partition(": ")
+    if state == "off":
+        why = "the C-level scan is off (--scan off or FORKAUDIT_SCAN=off)"
+    return "  C-level locks (pthread mutexes, rwlocks) were not checked: %s; Python-level locks were." % (why or c_level)
+
+
 def text(event):
     hazards = event.get("hazards", [])
     reinit = event.get("reinitialized", [])
@@ -69,6 +80,9 @@ def text(event):
     else:
         lines.append("forkaudit: fork of pid %s -> child %s: %s held by threads that do not exist in the child"
                      % (event.get("parent_pid"), event.get("pid"), count))
+    c_level = c_level_text(event)
+    if c_level:
+        lines.append(c_level)
     for i, h in enumerate(hazards, 1):
         lines.append("")
         lines.append("  [%d] %s %s" % (i, h.get("kind"), where_text(h)))

@@ -6,6 +6,7 @@ a subprocess with a timeout, so a bug fails a test instead of hanging CI.
 """
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -15,8 +16,36 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared"))
-SCHEMA = os.path.join(SHARED, "report.schema.json")
+# The tests carry their own copy of the report schema (test_schema_copy.py keeps it in step
+# with ../shared/report.schema.json when that is there).
+SCHEMA = os.path.join(HERE, "data", "report.schema.json")
 TIMEOUT = 60
+
+# C-level detection (csrc/glibc_layout.h) is built for Linux, glibc, x86_64. Elsewhere
+# (musl, aarch64, ...) and when forced off, tests marked `c_level` skip, with the reason;
+# on Linux/glibc/x86_64 they run, and fail if the shim reports the layout unavailable.
+FORCE_NO_C_LEVEL = "FORKAUDIT_FORCE_NO_C_LEVEL"
+
+
+def no_c_level_reason():
+    if os.environ.get(FORCE_NO_C_LEVEL, "") not in ("", "0"):
+        return "C-level detection forced off (%s)" % FORCE_NO_C_LEVEL
+    libc = platform.libc_ver()[0] or "no glibc"
+    if not sys.platform.startswith("linux") or libc != "glibc" or platform.machine() != "x86_64":
+        return "platform: C-level lock detection is built for Linux/glibc/x86_64, not %s/%s/%s" % (
+            sys.platform, libc, platform.machine())
+    return None
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "c_level: needs C-level lock detection (Linux, glibc, x86_64)")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("c_level") is not None:
+        why = no_c_level_reason()
+        if why:
+            pytest.skip(why)
 
 
 class Result:
@@ -53,7 +82,8 @@ def run_python(tmp_path):
         report = str(tmp_path / "report.jsonl")
         script = tmp_path / "snippet.py"
         script.write_text(textwrap.dedent(code))
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("FORKAUDIT")}
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("FORKAUDIT") or k == FORCE_NO_C_LEVEL}
         full_env["FORKAUDIT_TEST_REPORT"] = report
         full_env.update(env or {})
         proc = subprocess.run([python, str(script), *args], env=full_env, cwd=str(tmp_path),
@@ -89,9 +119,7 @@ def build_c(tmp_path_factory, cc):
 
 @pytest.fixture(scope="session")
 def schema_validator():
-    jsonschema = pytest.importorskip("jsonschema")
-    if not os.path.exists(SCHEMA):
-        pytest.skip("the report schema is not beside the repo (%s)" % SCHEMA)
+    import jsonschema  # a test requirement ([project.optional-dependencies] test)
     with open(SCHEMA) as f:
         return jsonschema.Draft202012Validator(json.load(f))
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-EXAMPLE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                        "..", "..", "shared", "examples", "pool_logging_deadlock.py"))
+# a copy of ../shared/examples/pool_logging_deadlock.py (test_shipped_data.py keeps it in step)
+EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pool_logging_deadlock.py")
 
 HOLD = '''
 LOCK = threading.Lock()
@@ -235,10 +235,6 @@ emit(first=first, second=second, clean=clean)
 
 # --- the seed example: a QueueHandler, a chatty thread and a fork-based Pool ------------------------
 
-needs_example = pytest.mark.skipif(not os.path.exists(EXAMPLE), reason="no shared example at %s" % EXAMPLE)
-
-
-@needs_example
 def test_seed_example_completes_under_abort():
     # Without forkaudit a round hangs (its worker forked while a logging thread held the
     # queue's mutex); under 'abort' such a worker exits 86 and the pool starts another.
@@ -251,7 +247,6 @@ def test_seed_example_completes_under_abort():
     assert proc.stderr.count("logging.getLogger().handlers[0].queue.mutex") >= aborted
 
 
-@needs_example
 def test_seed_example_hung_worker_names_the_queue_mutex(tmp_path):
     report = str(tmp_path / "seed.jsonl")
     proc = subprocess.run(forkaudit_cli() + ["run", "--policy", "record", "--json", report, "--",
