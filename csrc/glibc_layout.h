@@ -6,7 +6,8 @@
  * at build time against the system headers (static asserts below) and at
  * import time against the running libc (fa_layout_check() locks real locks in
  * a thread and validates what it reads). Anywhere else (musl, macOS, another
- * architecture) FA_LAYOUT_KNOWN is 0 and C-level detection is off.
+ * architecture, or built with -DFA_NO_LAYOUT to test that path) FA_LAYOUT_KNOWN
+ * is 0 and C-level detection is off.
  */
 #ifndef FORKAUDIT_GLIBC_LAYOUT_H
 #define FORKAUDIT_GLIBC_LAYOUT_H
@@ -14,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__linux__) && defined(__GLIBC__) && defined(__x86_64__)
+#if defined(__linux__) && defined(__GLIBC__) && defined(__x86_64__) && !defined(FA_NO_LAYOUT)
 #define FA_LAYOUT_KNOWN 1
 #else
 #define FA_LAYOUT_KNOWN 0

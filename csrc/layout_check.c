@@ -91,10 +91,41 @@ out:
     return verdict;
 }
 #else
+/* Built where glibc_layout.h describes no layout: say which case in the reason, which
+ * forkaudit puts in every record (c_level "unavailable: <reason>"). */
+#if defined(__linux__) && defined(__GLIBC__)
+#include <gnu/libc-version.h>
+#endif
+
+#if defined(__aarch64__)
+#define FA_ARCH "aarch64"
+#elif defined(__i386__)
+#define FA_ARCH "i686"
+#elif defined(__arm__)
+#define FA_ARCH "arm"
+#elif defined(__powerpc64__)
+#define FA_ARCH "ppc64"
+#elif defined(__s390x__)
+#define FA_ARCH "s390x"
+#elif defined(__riscv)
+#define FA_ARCH "riscv"
+#elif defined(__x86_64__)
+#define FA_ARCH "x86_64"
+#else
+#define FA_ARCH "this architecture"
+#endif
+
 int fa_layout_check(char *msg, size_t msglen) {
     if (msg && msglen) {
-        strncpy(msg, "C-level lock detection needs glibc on x86_64", msglen - 1);
-        msg[msglen - 1] = '\0';
+#if defined(__linux__) && defined(__GLIBC__)
+        snprintf(msg, msglen, "glibc %s lock layout not verified on %s (C-level detection is built for x86_64)",
+                 gnu_get_libc_version(), FA_ARCH);
+#elif defined(__linux__) && !defined(__BIONIC__)
+        /* no glibc on Linux: musl (it defines no macro of its own to test) */
+        snprintf(msg, msglen, "musl libc (C-level detection reads glibc's lock layout)");
+#else
+        snprintf(msg, msglen, "C-level lock detection needs Linux with glibc on x86_64");
+#endif
     }
     return 0;
 }

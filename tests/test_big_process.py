@@ -5,7 +5,12 @@ id has the shape of a held mutex (ob_size 1 where __lock is, the digit where
 __owner is). A process full of such ints, with 8 threads and ~300 MB of
 objects and the usual C extensions loaded, must fork without one false report.
 """
+import pytest
+
 from forkcase import snippet
+
+# C-level lock detection is what this module tests (skips with the platform reason elsewhere)
+pytestmark = pytest.mark.c_level
 
 BIG = '''
 import sqlite3, ssl, asyncio, decimal, multiprocessing, json, logging, concurrent.futures, random

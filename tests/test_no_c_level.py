@@ -11,7 +11,7 @@ from forkcase import snippet
 HOLD_BOTH = '''
 import ctypes, ctypes.util
 LOCK = threading.Lock()
-libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+libc = ctypes.CDLL(None)  # the process: libc's symbols on glibc and musl alike
 MUTEX = ctypes.create_string_buffer(64)
 def enter(held, release):
     with LOCK:
@@ -64,6 +64,7 @@ def test_c_level_checked_without_the_switch(run_python, schema_validator):
     assert NOT_CHECKED not in stderr and "C-level lock detection is off" not in stderr
 
 
+@pytest.mark.c_level
 def test_the_parent_record_of_raise_says_c_level_is_not_known_before_the_fork(run_python, schema_validator):
     result = run_python(snippet(HOLD_BOTH.replace("fork_once()\n", '''
 try:

@@ -48,6 +48,7 @@ def hazards_of(rec):
     return [((h["object"] or {}).get("path"), h["kind"], (h["owner"] or {}).get("name")) for h in rec["hazards"]]
 
 
+@pytest.mark.c_level
 def test_warn_reports_on_the_childs_stderr_and_warns_the_parent(fa_program):
     result = fa_program(QUIET_PARENT + '''
 safe_pid, safe_code, safe_warnings = fork_noting_warnings()      # nothing held: nothing said
@@ -103,6 +104,7 @@ def test_fork_hazard_warning_is_a_runtime_warning():
     assert issubclass(forkaudit.ForkHazardError, RuntimeError)
 
 
+@pytest.mark.c_level
 def test_record_writes_json_only(fa_program):
     result = fa_program(QUIET_PARENT.replace('logging.getLogger("forkaudit").propagate = False', '') + '''
 logging.basicConfig()                        # a 'forkaudit' logger line would reach stderr
@@ -247,6 +249,7 @@ def test_seed_example_completes_under_abort():
     assert proc.stderr.count("logging.getLogger().handlers[0].queue.mutex") >= aborted
 
 
+@pytest.mark.c_level
 def test_seed_example_hung_worker_names_the_queue_mutex(tmp_path):
     report = str(tmp_path / "seed.jsonl")
     proc = subprocess.run(forkaudit_cli() + ["run", "--policy", "record", "--json", report, "--",

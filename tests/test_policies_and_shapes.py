@@ -41,6 +41,7 @@ print("IS_RUNTIME", issubclass(forkaudit.ForkHazardWarning, RuntimeWarning))
     assert "WARNING:forkaudit:fork of child" in err  # the parent's line on the 'forkaudit' logger
 
 
+@pytest.mark.c_level
 def test_record_writes_json_only(run_python):
     result = run_python(snippet(HOLD_LOCK + "fork_once()\n", policy="record"))
     assert result.returncode == 0
@@ -211,6 +212,7 @@ except forkaudit.ForkHazardWarning as w:
     assert "failed" not in result.stderr
 
 
+@pytest.mark.c_level
 def test_internal_errors_fail_open(run_python):
     result = run_python(snippet(HOLD_LOCK + '''
 from forkaudit import pylocks

@@ -236,6 +236,7 @@ def test_owner_unknown_is_said_not_guessed(audit):
     assert "owner unknown" in h["why"]
 
 
+@pytest.mark.c_level
 def test_buffered_file_lock_held_by_a_blocked_writer(audit):
     rec = audit('''
         r, w = os.pipe()
@@ -251,6 +252,7 @@ def test_buffered_file_lock_held_by_a_blocked_writer(audit):
     assert "blocks forever" in rec["hazards"][0]["why"]
 
 
+@pytest.mark.c_level
 def test_stdout_held_by_a_thread_writing_to_a_full_pipe(run_python, schema_validator):
     import subprocess
     import sys
@@ -283,6 +285,7 @@ def test_stdout_held_by_a_thread_writing_to_a_full_pipe(run_python, schema_valid
         ("python_internal", "sys.stdout.buffer", "printer")]
 
 
+@pytest.mark.c_level
 def test_kernel_view_tells_a_sleeping_waiter_from_a_holder(audit):
     rec = audit('''
         LOCK = threading.Lock()

@@ -458,6 +458,7 @@ emit(pid=pid, code=code, holder=holder.native_id)
     assert sorted(t["name"] for t in rec["threads"]) == ["blocked", "holder"]
 
 
+@pytest.mark.c_level
 def test_lock_granted_to_a_waiter_just_before_the_fork_is_the_waiters(fa_program):
     # The seed deadlock's mechanism: the forking thread lets go of LOCK while 'waiter' sleeps on
     # it; the kernel hands the lock to 'waiter', whose acquire() cannot return before it gets

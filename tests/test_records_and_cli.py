@@ -26,6 +26,7 @@ quiet = threading.Thread(target=time.sleep, args=(2,), name="quiet", daemon=True
 '''
 
 
+@pytest.mark.c_level
 def test_records_follow_the_report_format(run_python, schema_validator):
     result = run_python(snippet(HOLD_BOTH + "fork_once()\nfork_once()\nprint('PID', os.getpid())\n"))
     assert result.returncode == 0, result
@@ -96,6 +97,7 @@ def test_bad_settings_give_one_line_and_the_program_runs(run_python, env, needle
     assert lines[0].startswith("forkaudit: ") and needle in lines[0] and "unaudited" in lines[0]
 
 
+@pytest.mark.c_level
 def test_pth_activation_in_the_installed_environment(run_python, tmp_path):
     report = tmp_path / "env.jsonl"
     result = run_python(HOLD_BOTH.join([PRELUDE.replace("import forkaudit", ""), "fork_once()\n"]),
@@ -142,6 +144,7 @@ def test_run_passes_the_exit_status_through(tmp_path):
                           timeout=120).returncode == 5
 
 
+@pytest.mark.c_level
 def test_run_audits_the_program_and_report_renders_it(tmp_path):
     report = tmp_path / "run.jsonl"
     program = tmp_path / "prog.py"
