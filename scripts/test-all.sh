@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The test command of forkaudit (the README's, and what .ci/run calls).
 #
-# Builds ONE wheel with Python 3.9 (the extension is abi3/cp39, so one wheel serves
-# 3.9+), then for each of Python 3.9, 3.10, 3.11, 3.12 and 3.13 installed by pyenv:
-# a fresh venv with the wheel, pytest against the *installed* package (run from
-# outside the source tree), and the shared acceptance scenarios (../shared/scenarios)
-# when they are there. Ends with a summary table and a line "N passed, N failed"
-# (steps: one per pytest run, one per scenario run); exits non-zero if any failed.
+# First the release check (scripts/release-check.sh): the sdist, ONE wheel built from
+# it with Python 3.9 (abi3/cp39: one wheel serves 3.9+), its checks, and a fresh venv
+# per Python with that wheel installed with no compiler on PATH. Then for each of
+# Python 3.9, 3.10, 3.11, 3.12 and 3.13 installed by pyenv: pytest against the
+# *installed* wheel (run from outside the source tree), and the shared acceptance
+# scenarios (../shared/scenarios) when they are there. Ends with a summary table and
+# "N passed, N failed, N skipped": tests and scenario runs counted from pytest's and
+# run_scenarios.py's summary lines (a step that died without one counts 1 failed);
+# exits non-zero if any failed.
 #
 #   bash scripts/test-all.sh                       # every Python 3.9-3.13 found
 #   bash scripts/test-all.sh --quick               # only the newest one found
@@ -98,12 +101,6 @@ if [ $QUICK = 1 ]; then  # the newest of those found
   NAMES=("${NAMES[$newest]}"); PYS=("${PYS[$newest]}")
 fi
 
-# The wheel is built with the oldest supported Python (its tag is cp39-abi3 either way).
-BUILDER=$(find_python 3.9)
-if [ -z "$BUILDER" ]; then
-  for minor in "${ALL_MINORS[@]}"; do BUILDER=$(find_python "$minor"); [ -n "$BUILDER" ] && break; done
-  echo "note: Python 3.9 not installed; building the wheel with $BUILDER"
-fi
 
 START=$SECONDS
 mkdir -p "$WORK"
@@ -116,46 +113,47 @@ KEEP=${FORKAUDIT_KEEP_WORK:-0}
 cleanup() { if [ "$KEEP" = 0 ]; then rm -rf "$RUN"; fi; }
 trap cleanup EXIT
 
-clean_tree() { rm -rf "$REPO/build" "$REPO"/*.egg-info; }
-
-echo "== building the wheel with $BUILDER"
-build() {
-  local status=0
-  # one build at a time in this tree (the build writes build/ and *.egg-info into it)
-  if command -v flock >/dev/null 2>&1; then
-    exec 9>"$WORK/.build.lock"
-    flock -w 1800 9 || { echo "test-all: another build holds $WORK/.build.lock" >&2; return 1; }
-  fi
-  clean_tree
-  # never `python -m build` here: the root build.py (the cffi builder) shadows the PyPA frontend
-  (cd "$REPO" && "$BUILDER" -m pip wheel --no-deps -q -w "$RUN/dist" . </dev/null) || status=$?
-  clean_tree
-  exec 9>&-
-  return $status
-}
-build_status=0
-build || build_status=$?
-shopt -s nullglob
-wheels=("$RUN"/dist/forkaudit-*.whl)
-shopt -u nullglob
-if [ $build_status != 0 ] || [ ${#wheels[@]} != 1 ]; then
-  echo "test-all: building the wheel failed (exit $build_status, ${#wheels[@]} wheel(s))" >&2
+# The release check builds the sdist and the wheel from it (in a copy of the tree: this
+# tree is not written to), and leaves venv-X.Y in $RUN with that wheel installed.
+echo "== release check (sdist, wheel from the sdist, install with no compiler)"
+MINORS_PICKED=()
+for name in "${NAMES[@]}"; do MINORS_PICKED+=(--python "${name%.*}"); done
+release_status=0
+FORKAUDIT_WORKDIR=$WORK bash "$REPO/scripts/release-check.sh" --out "$RUN" "${MINORS_PICKED[@]}" </dev/null 2>&1 \
+  | grep -v '^WARNING: Location' | tee "$RUN/logs/release-check.log" || release_status=${PIPESTATUS[0]}
+WHEEL=$(cat "$RUN/release-wheel" 2>/dev/null || true)
+if [ "$release_status" != 0 ] || [ ! -f "$WHEEL" ]; then
+  echo "test-all: the release check failed (exit $release_status); no wheel to test" >&2
   KEEP=1
-  echo "work dir kept for inspection: $RUN"
+  echo "work dir kept for inspection: $RUN (logs in $RUN/logs)"
   echo "0 passed, 1 failed"
   exit 1
 fi
-WHEEL=${wheels[0]}
 export FORKAUDIT_WHEEL=$WHEEL   # for tests that make their own venvs
-echo "   $WHEEL"
+echo "   testing $WHEEL"
 
 PASSED=0
 FAILED=0
+SKIPPED=0
 ROW_PY=()
 ROW_TEST=()
 ROW_SCEN=()
-pass() { PASSED=$((PASSED + 1)); }
 fail() { FAILED=$((FAILED + 1)); KEEP=1; }
+
+count() {  # add a step's counts from its summary line; 1 failed if it has none or exited non-zero
+  local status=$1 log=$2 line p f e s
+  line=$(sed -e 's/\x1b\[[0-9;]*m//g' "$log" \
+         | grep -E '^=* *[0-9]+ (passed|failed|skipped|error|errors|deselected|xfailed|xpassed)\b' | tail -n 1 || true)
+  p=$(grep -oE '[0-9]+ passed' <<< "$line" | grep -oE '^[0-9]+' || echo 0)
+  f=$(grep -oE '[0-9]+ failed' <<< "$line" | grep -oE '^[0-9]+' || echo 0)
+  e=$(grep -oE '[0-9]+ errors?' <<< "$line" | grep -oE '^[0-9]+' || echo 0)
+  s=$(grep -oE '[0-9]+ skipped' <<< "$line" | grep -oE '^[0-9]+' || echo 0)
+  PASSED=$((PASSED + p)); SKIPPED=$((SKIPPED + s)); FAILED=$((FAILED + f + e))
+  if [ "$status" != 0 ]; then
+    KEEP=1
+    [ $((f + e)) -gt 0 ] || FAILED=$((FAILED + 1))   # died, timed out, or collected nothing
+  fi
+}
 
 last_summary() {  # the last non-empty line of a log, without pytest's ==== decoration
   sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^=* *//' -e 's/ *=*$//' -e 's/ ([0-9]*:[0-9:]*)$//' "$1" \
@@ -181,13 +179,12 @@ for i in "${!PYS[@]}"; do
   echo "== Python $name ($py)"
   where=""
   ROW_PY+=("$name")
-  # install: a fresh venv with the wheel and the test requirements, and a check that
-  # `import forkaudit` outside the tree loads the installed package (with its _shim)
-  if ! "$py" -m venv "$venv" </dev/null \
-     || ! "$venv/bin/python" -m pip install -q "$WHEEL" pytest jsonschema </dev/null \
+  # the venv the release check made (the wheel, pytest, jsonschema, installed with no
+  # compiler), and a check that `import forkaudit` outside the tree loads it (with its _shim)
+  if [ ! -x "$venv/bin/python" ] \
      || ! where=$(cd "$RUN" && "$venv/bin/python" -c 'import forkaudit, forkaudit._shim; print(forkaudit.__file__)') \
      || [[ $where != "$venv"/* ]]; then
-    echo "test-all: installing the wheel into a Python $name venv failed${where:+ (forkaudit from $where)}" >&2
+    echo "test-all: no Python $name venv with the wheel from the release check${where:+ (forkaudit from $where)}" >&2
     fail
     ROW_TEST+=("FAILED: venv/install")
     ROW_SCEN+=("not run")
@@ -197,7 +194,7 @@ for i in "${!PYS[@]}"; do
   log="$RUN/logs/pytest-$minor.log"
   status=0
   (cd "$RUN" && timeout -k 30 "$PYTEST_TIMEOUT" "$venv/bin/python" -m pytest "$REPO/tests" -p no:cacheprovider -q </dev/null) 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
-  if [ "$status" = 0 ]; then pass; else fail; fi
+  count "$status" "$log"
   ROW_TEST+=("$(describe "$status" "$PYTEST_TIMEOUT" "$log")")
 
   if [ -f "$SHARED/scenarios/run_scenarios.py" ]; then
@@ -205,7 +202,7 @@ for i in "${!PYS[@]}"; do
     status=0
     echo "-- scenarios ($SHARED/scenarios)"
     (cd "$RUN" && timeout -k 30 "$SCENARIO_TIMEOUT" "$venv/bin/python" "$SHARED/scenarios/run_scenarios.py" --python "$venv/bin/python" </dev/null) 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
-    if [ "$status" = 0 ]; then pass; else fail; fi
+    count "$status" "$log"
     ROW_SCEN+=("$(describe "$status" "$SCENARIO_TIMEOUT" "$log")")
   else
     echo "skip: no shared scenarios at $SHARED/scenarios (scenario step not run)"
@@ -228,5 +225,12 @@ for i in "${!ROW_PY[@]}"; do
   printf "%-${w1}s | %-${w2}s | %s\n" "${ROW_PY[$i]}" "${ROW_TEST[$i]}" "${ROW_SCEN[$i]}"
 done
 [ "$KEEP" = 0 ] || echo "work dir kept for inspection: $RUN (logs in $RUN/logs)"
-echo "$PASSED passed, $FAILED failed"
+# why tests skipped (pytest -ra lines), grouped, on the line before the closing one
+reasons=$(cat "$RUN"/logs/pytest-*.log 2>/dev/null | sed -e 's/\x1b\[[0-9;]*m//g' \
+          | sed -n 's/^SKIPPED \[\([0-9]*\)\] [^ ]*: /\1 /p' \
+          | awk '{n=$1; $1=""; sub(/^ /, ""); if (!($0 in c)) o[k++]=$0; c[$0]+=n}
+                 END {for (i=0; i<k; i++) printf "%s%s (%d)", (i ? "; " : ""), o[i], c[o[i]]}')
+echo "release check: ok ($(basename "$WHEEL"), built from the sdist); pytest and scenarios on ${#ROW_PY[@]} Python(s)"
+if [ "$SKIPPED" != 0 ]; then echo "skipped: ${reasons:-scenarios that cannot run here (run_scenarios.py exit 77)}"; fi
+if [ "$SKIPPED" = 0 ]; then echo "$PASSED passed, $FAILED failed"; else echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"; fi
 [ "$FAILED" = 0 ]
