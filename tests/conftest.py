@@ -16,7 +16,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared"))
-# The tests carry their own copy of the report schema (test_schema_copy.py keeps it in step
+# The tests carry their own copy of the report schema (test_shipped_data.py keeps it in step
 # with ../shared/report.schema.json when that is there).
 SCHEMA = os.path.join(HERE, "data", "report.schema.json")
 TIMEOUT = 60
@@ -38,7 +38,7 @@ def no_c_level_reason():
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "c_level: needs C-level lock detection (Linux, glibc, x86_64)")
+    config.addinivalue_line("markers", "c_level: needs the shim's verified lock layouts (C-level locks, and the lock states read through them): Linux, glibc, x86_64")
 
 
 def pytest_runtest_setup(item):
