@@ -8,6 +8,8 @@ objects and the usual C extensions loaded, must fork without one false report.
 from forkcase import snippet
 
 BIG = '''
+from forkaudit import native
+native.set_budget(60000, 0)   # read all of it (the default 200 ms budget may end first, under ASan say)
 import sqlite3, ssl, asyncio, decimal, multiprocessing, json, logging, concurrent.futures, random
 stop = threading.Event()
 ids = []
