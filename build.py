@@ -5,6 +5,14 @@ interface is read from csrc/shim.h, so the header is the one place it is
 declared. The extension uses no Python API of its own and is built against
 the limited API (abi3): one wheel serves CPython 3.9 and later.
 
+Build switches (environment variables, read when the extension is compiled):
+
+  FORKAUDIT_WERROR=1    add -Werror (scripts/test-all.sh sets it: the shim must build
+                        clean with -Wall -Wextra; not the default, so that a user's newer
+                        compiler with new warnings can still install the package)
+  FORKAUDIT_SANITIZE=1  an AddressSanitizer + UBSan build (scripts/sanitize.sh): load it
+                        with LD_PRELOAD=$(gcc -print-file-name=libasan.so); never ship it
+
 Note: this file shadows the PyPA ``build`` frontend under ``python -m build``
 when run from the project root; use ``pip wheel .`` or ``pyproject-build``.
 """
@@ -31,8 +39,23 @@ def interface(header):
                 lines.append(line.strip())
             continue
         lines.append(line)
-    return "\n".join(lines).replace("volatile ", "")
+    return "\n".join(lines)
 
+
+def flag(name):
+    return os.environ.get(name, "").strip() not in ("", "0")
+
+
+COMPILE = ["-std=c99", "-O3", "-Wall", "-Wextra", "-fvisibility=hidden"]
+LINK = []
+if flag("FORKAUDIT_WERROR"):
+    COMPILE.append("-Werror")
+if flag("FORKAUDIT_SANITIZE"):
+    # -O1 -g: readable reports; no recovery: any UBSan finding aborts, so a test fails
+    COMPILE = [f for f in COMPILE if not f.startswith("-O")] + [
+        "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+        "-fno-omit-frame-pointer"]
+    LINK += ["-fsanitize=address,undefined"]
 
 ffibuilder = FFI()
 ffibuilder.cdef(interface(os.path.join(HERE, CSRC, "shim.h")))
@@ -41,7 +64,8 @@ ffibuilder.set_source(
     '#include "shim.h"',
     sources=[os.path.join(CSRC, name) for name in SOURCES],
     include_dirs=[CSRC],
-    extra_compile_args=["-std=c99", "-O3", "-Wall", "-Wextra", "-fvisibility=hidden"],
+    extra_compile_args=COMPILE,
+    extra_link_args=LINK,
     libraries=["dl"] if sys.platform.startswith("linux") else [],
     py_limited_api=True,
 )

@@ -14,7 +14,8 @@ the median and p90 of:
 
 and the ratio to bare. Then the C scan's throughput over this process's
 memory, against memchr for an absent byte over the same mappings (the
-physical limit), each measured in a fresh child (cold: the first pass after a
+physical limit; both skip the pages the scan skips: never written, unmodified
+file pages, the zero page), each measured in a fresh child (cold: the first pass after a
 fork pays the page-table cost for both) and again warm. Ratios only: this is
 not a test and asserts nothing about time.
 """
@@ -162,10 +163,16 @@ def main():
     import json
     with open(report) as f:
         secs = [json.loads(line)["scan"] for line in f]
-    full = [s["seconds"] * 1e3 for s in secs if s and s["mode"] == "full"]
-    if full:
-        print("child-side scan in the audited forks (scan full): median %.1f ms over %.0f MB"
-              % (statistics.median(full), secs[0]["bytes"] / 1e6 if secs[0] else 0))
+    for mode in ("full", "libs"):
+        these = [s for s in secs if s and s["mode"] == mode]
+        if these:
+            cut = [s for s in these if s.get("complete") is False]
+            print("child-side scan in the audited forks (scan %s): median %.1f ms, median %.0f MB read"
+                  " of %.0f MB written; %d of %d cut by a budget (%s)"
+                  % (mode, statistics.median(s["seconds"] * 1e3 for s in these),
+                     statistics.median(s["bytes"] for s in these) / 1e6,
+                     statistics.median(s.get("bytes_total", s["bytes"]) for s in these) / 1e6,
+                     len(cut), len(these), ", ".join(sorted({str(s.get("cut")) for s in cut})) or "-"))
     stop.set()
     del keep
 

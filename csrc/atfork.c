@@ -226,7 +226,8 @@ int fa_vanished_comm(int i, char *out, size_t outlen) {
 
 int fa_hits(fa_hit *out, int max) {
     int n = fa_g.stats.hits < max ? fa_g.stats.hits : max;
-    memcpy(out, fa_g.hits, (size_t)n * sizeof *out);
+    if (out != NULL && n > 0) /* fa_hits(NULL, 0) asks for the count: memcpy(NULL, ...) is UB */
+        memcpy(out, fa_g.hits, (size_t)n * sizeof *out);
     return fa_g.stats.hits;
 }
 

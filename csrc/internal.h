@@ -19,11 +19,27 @@ struct fa_state {
     uint64_t reject[FA_MAX_REJECT];
     fa_hit hits[FA_MAX_HITS];
     fa_scan_stats stats;
+    uint64_t budget_ms, budget_bytes;   /* the child-side scan's budgets (0: none) */
     char io[65536];                     /* /proc reads */
-    unsigned char vec[65536];           /* mincore residency, one byte a page */
+    union {                             /* page residency, one batch at a time */
+        unsigned char vec[65536];       /* mincore: one byte a page */
+        uint64_t pm[8192];              /* /proc/self/pagemap: one entry a page */
+        struct { uint64_t start, end, categories; } regions[2730]; /* PAGEMAP_SCAN */
+    } res;
 };
 
 extern struct fa_state fa_g;
+
+/* The scan reads whole mappings, sanitizer redzones and shadow memory included, through
+ * casts: the functions that touch scanned memory are exempt from ASan/UBSan checks. */
+#if defined(__has_attribute)
+#if __has_attribute(no_sanitize)
+#define FA_NO_SANITIZE __attribute__((no_sanitize("address", "undefined")))
+#endif
+#endif
+#ifndef FA_NO_SANITIZE
+#define FA_NO_SANITIZE
+#endif
 
 int fa_valid_mutex(const fa_mutex_layout *m, int32_t tid, uint32_t maxusers);
 int fa_valid_rwlock(const fa_rwlock_layout *r, int32_t tid, uint32_t maxthreads);

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,30 +18,83 @@ static pthread_mutex_t recursive = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 static pthread_mutex_t errorcheck = PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP;
 static pthread_rwlock_t rwlock = PTHREAD_RWLOCK_INITIALIZER;
 static volatile int32_t holder_tid;
-static volatile int step; /* 1: locks held, 2: may release, 3: released */
 
-static void pause_a_little(void) {
-    struct timespec ts = {0, 200000};
-    nanosleep(&ts, NULL);
+/* The handshake with the helper thread: a mutex and a CLOCK_MONOTONIC condvar of our own
+ * (not the locks under test), every wait bounded. If the thread starts late or stalls,
+ * the check gives up (fails open: C-level detection off, with the reason) and marks the
+ * round abandoned, so a late thread returns without taking anything, and nobody waits
+ * for it again. */
+static pthread_mutex_t sig_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sig_cond;
+static int step;      /* 1: locks held, 2: may release, 3: released */
+static int abandoned; /* the caller stopped waiting */
+
+#define START_WAIT_MS 5000 /* for the thread to start and take the locks */
+int fa_test_layout_delay_ms;            /* test-only: the thread starts this late */
+int fa_test_layout_wait_ms = START_WAIT_MS;
+#define HOLD_WAIT_MS 5000  /* for the caller to look (the thread's own bound) */
+#define END_WAIT_MS 5000   /* for the thread to release them */
+
+static void deadline_in(struct timespec *ts, long ms) {
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Wait (sig_mutex held) until step >= want; 0 on time, -1 after ms. */
+static int wait_step(int want, long ms) {
+    struct timespec until;
+    deadline_in(&until, ms);
+    while (step < want && !abandoned) {
+        int rc = pthread_cond_timedwait(&sig_cond, &sig_mutex, &until);
+        if (rc == ETIMEDOUT)
+            return step >= want ? 0 : -1;
+        if (rc != 0 && rc != EINTR)
+            return -1;
+    }
+    return step >= want ? 0 : -1;
+}
+
+static void set_step(int value) {
+    pthread_mutex_lock(&sig_mutex);
+    step = value;
+    pthread_cond_broadcast(&sig_cond);
+    pthread_mutex_unlock(&sig_mutex);
 }
 
 static void *holder(void *arg) {
+    int late;
     (void)arg;
+    if (fa_test_layout_delay_ms > 0) {
+        struct timespec ts = {fa_test_layout_delay_ms / 1000, (fa_test_layout_delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    pthread_mutex_lock(&sig_mutex);
+    late = abandoned;
+    pthread_mutex_unlock(&sig_mutex);
+    if (late)
+        return NULL;
     pthread_mutex_lock(&normal);
     pthread_mutex_lock(&recursive);
     pthread_mutex_lock(&recursive);
     pthread_mutex_lock(&errorcheck);
     pthread_rwlock_wrlock(&rwlock);
     holder_tid = fa_sys_gettid();
-    __atomic_store_n(&step, 1, __ATOMIC_SEQ_CST);
-    while (__atomic_load_n(&step, __ATOMIC_SEQ_CST) != 2)
-        pause_a_little();
+    pthread_mutex_lock(&sig_mutex);
+    step = 1;
+    pthread_cond_broadcast(&sig_cond);
+    (void)wait_step(2, HOLD_WAIT_MS); /* abandoned or timed out: release all the same */
+    pthread_mutex_unlock(&sig_mutex);
     pthread_rwlock_unlock(&rwlock);
     pthread_mutex_unlock(&errorcheck);
     pthread_mutex_unlock(&recursive);
     pthread_mutex_unlock(&recursive);
     pthread_mutex_unlock(&normal);
-    __atomic_store_n(&step, 3, __ATOMIC_SEQ_CST);
+    set_step(3);
     return NULL;
 }
 
@@ -55,7 +109,8 @@ int fa_layout_check(char *msg, size_t msglen) {
     static int verdict = -1;
     static char reason[200];
     pthread_t t;
-    int held, wrong, after, waited = 0;
+    pthread_condattr_t attr;
+    int held, wrong, after, late;
     if (verdict >= 0)
         goto out;
     verdict = 0;
@@ -64,16 +119,45 @@ int fa_layout_check(char *msg, size_t msglen) {
         goto out;
     }
     step = 0;
-    if (pthread_create(&t, NULL, holder, NULL) != 0) {
-        snprintf(reason, sizeof reason, "could not start the check thread");
+    abandoned = 0;
+    if (pthread_condattr_init(&attr) != 0 || pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0 ||
+        pthread_cond_init(&sig_cond, &attr) != 0) {
+        snprintf(reason, sizeof reason, "could not set up the layout check");
         goto out;
     }
-    while (__atomic_load_n(&step, __ATOMIC_SEQ_CST) != 1 && waited++ < 50000)
-        pause_a_little();
+    pthread_condattr_destroy(&attr);
+    if (pthread_create(&t, NULL, holder, NULL) != 0) {
+        snprintf(reason, sizeof reason, "could not start the layout check thread");
+        goto out;
+    }
+    pthread_mutex_lock(&sig_mutex);
+    late = wait_step(1, fa_test_layout_wait_ms > 0 ? fa_test_layout_wait_ms : START_WAIT_MS);
+    if (late) {
+        abandoned = 1;
+        pthread_cond_broadcast(&sig_cond);
+        pthread_mutex_unlock(&sig_mutex);
+        pthread_detach(t);
+        snprintf(reason, sizeof reason, "the layout check thread did not take its locks within %d ms",
+                 fa_test_layout_wait_ms > 0 ? fa_test_layout_wait_ms : START_WAIT_MS);
+        goto out;
+    }
+    pthread_mutex_unlock(&sig_mutex);
     held = all_valid(holder_tid);
     wrong = all_valid(holder_tid + 1);
-    __atomic_store_n(&step, 2, __ATOMIC_SEQ_CST);
-    pthread_join(t, NULL);
+    pthread_mutex_lock(&sig_mutex);
+    step = 2;
+    pthread_cond_broadcast(&sig_cond);
+    late = wait_step(3, END_WAIT_MS);
+    if (late)
+        abandoned = 1;
+    pthread_mutex_unlock(&sig_mutex);
+    if (late) {
+        pthread_detach(t);
+        snprintf(reason, sizeof reason, "the layout check thread did not release its locks within %d ms",
+                 END_WAIT_MS);
+        goto out;
+    }
+    pthread_join(t, NULL); /* it has released everything and is returning */
     after = all_valid(holder_tid);
     if (held == 4 && wrong == 0 && after == 0) {
         verdict = 1;
@@ -115,6 +199,8 @@ out:
 #define FA_ARCH "this architecture"
 #endif
 
+int fa_test_layout_delay_ms;
+int fa_test_layout_wait_ms;
 int fa_layout_check(char *msg, size_t msglen) {
     if (msg && msglen) {
 #if defined(__linux__) && defined(__GLIBC__)

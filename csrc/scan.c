@@ -4,30 +4,91 @@
  *
  * Runs in the forked child (single-threaded, memory an exact copy of the
  * parent's): no allocation, no locks, no stdio. /proc/self/maps is parsed by
- * hand from a static buffer; non-resident pages are skipped (mincore), and a
- * fault on any read (a file mapping past its end, say) skips that page
- * instead of killing the process (SIGSEGV/SIGBUS handlers + siglongjmp). */
+ * hand from a static buffer, and a fault on any read (a file mapping past its
+ * end, say) skips that page instead of killing the process (SIGSEGV/SIGBUS
+ * handlers + siglongjmp).
+ *
+ * What is read: only pages the process wrote. /proc/self/pagemap (the
+ * PAGEMAP_SCAN ioctl where the kernel has it, Linux 6.7+, else 8-byte entries
+ * read in batches) tells present pages from the rest: pages never touched,
+ * unmodified pages of private file mappings (still the file's page cache,
+ * bit 61 / PAGE_IS_FILE) and the shared zero page are not read, so a never
+ * written file mapping is not paged in and a sparse reservation costs its
+ * page tables, not its size. Swapped-out pages are not read either (reading
+ * them would swap them in, unbounded I/O in a child that only wants to run):
+ * they are counted in stats.swapped. Without pagemap, mincore (resident in
+ * memory or page cache) is the fallback.
+ *
+ * Order: the writable data of loaded objects (ELF PT_LOAD segments with PF_W,
+ * located from the program headers in memory) first, then in full mode the
+ * rest, so a budget that ends the scan early has covered the most likely
+ * places of a C library's lock. --scan libs is that first part only.
+ *
+ * Budgets (fa_set_budget): wall time, checked every CHUNK bytes read and every
+ * residency batch, and bytes read. When one ends, reading stops; the scan goes
+ * on counting candidate bytes (stats.bytes_total) for at most one more time
+ * budget, so the record can say how much was covered. */
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096u
 #define BLOCK_WORDS 16u /* 64 bytes: one vectorisable prefilter step */
+#define CHUNK (64u * PAGE) /* bytes read between two clock checks */
+
+/* PAGEMAP_SCAN (linux/fs.h of Linux 6.7+), for older headers */
+#ifndef PAGEMAP_SCAN
+struct pm_scan_arg {
+    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PAGE_IS_FILE (1 << 2)
+#define PAGE_IS_PRESENT (1 << 3)
+#define PAGE_IS_SWAPPED (1 << 4)
+#define PAGE_IS_PFNZERO (1 << 5)
+#endif
+
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAPPED (1ull << 62)
+#define PM_FILE (1ull << 61)
+
+int fa_test_break_maps;
+int fa_test_residency;
 
 typedef struct {
     uintptr_t start, end;
     char perms[4];
+    uint64_t offset;
     const char *path; /* NUL-terminated within fa_g.io, or "" */
 } mapping;
+
+typedef void (*run_fn)(uintptr_t from, uintptr_t to, const mapping *m, void *arg);
+
+/* One walk over the maps: what to call on the pages read, and the budget state. */
+struct walk {
+    run_fn fn;
+    void *arg;
+    int budgeted;
+    int stopped;            /* a budget ended: count candidate bytes, read nothing more */
+    int gave_up;            /* the counting ran out of time too */
+    double deadline;        /* reading stops here (budgeted) */
+    double hard_deadline;   /* counting stops here (budgeted) */
+    int pm_fd;              /* /proc/self/pagemap, or -1 */
+    int residency;          /* FA_RES_* */
+    uintptr_t obj_lo, obj_hi; /* writable data of the loaded object being passed */
+};
 
 static sigjmp_buf fault_jump;
 static volatile sig_atomic_t guarding;
@@ -63,7 +124,7 @@ static int vanished(int32_t tid) {
     return 0;
 }
 
-static int rejected(uintptr_t lock, uintptr_t map_start) {
+FA_NO_SANITIZE static int rejected(uintptr_t lock, uintptr_t map_start) {
     uintptr_t state = (uintptr_t)&fa_g;
     int i;
     if (lock + FA_RWLOCK_SIZE > state && lock < state + sizeof fa_g)
@@ -98,7 +159,9 @@ static void record(uintptr_t addr, int kind, int32_t owner, int32_t type, int32_
     h->nusers = nusers;
 }
 
-static void check_candidate(uintptr_t p, int32_t tid, const mapping *m) {
+/* A candidate lock may straddle the end of the run being read (the run is a piece of the
+ * mapping): it is read all the same, under the fault guard. */
+FA_NO_SANITIZE static void check_candidate(uintptr_t p, int32_t tid, const mapping *m) {
     uint32_t maxthreads = (uint32_t)fa_g.ntids + 1;
     uintptr_t mu = p - FA_MUTEX_OWNER_OFFSET, rw = p - FA_RWLOCK_WRITER_OFFSET;
     if (mu >= m->start && mu + FA_MUTEX_SIZE <= m->end && (mu & 7) == 0) {
@@ -114,7 +177,7 @@ static void check_candidate(uintptr_t p, int32_t tid, const mapping *m) {
 }
 
 /* The exact look at the 8-aligned words of a block that passed the prefilter. */
-static void exact(const uint32_t *w, size_t count, const mapping *m, uint32_t lo, uint32_t span) {
+FA_NO_SANITIZE static void exact(const uint32_t *w, size_t count, const mapping *m, uint32_t lo, uint32_t span) {
     size_t j;
     for (j = 0; j < count; j += 2) {
         uint32_t v = w[j];
@@ -125,7 +188,8 @@ static void exact(const uint32_t *w, size_t count, const mapping *m, uint32_t lo
 
 /* The portable hot loop: a branch-free range test over 64-byte blocks (gcc
  * vectorises it), then an exact look at the rare blocks that pass. */
-static size_t prefilter_portable(const uint32_t *w, size_t n, const mapping *m, uint32_t lo, uint32_t span) {
+FA_NO_SANITIZE static size_t prefilter_portable(const uint32_t *w, size_t n, const mapping *m, uint32_t lo,
+                                                uint32_t span) {
     size_t i, j;
     for (i = 0; i + BLOCK_WORDS <= n; i += BLOCK_WORDS) {
         unsigned any = 0;
@@ -145,8 +209,9 @@ static size_t prefilter_portable(const uint32_t *w, size_t n, const mapping *m, 
 
 /* The same test with AVX2, 256 bytes per branch: x - lo <= span (unsigned) is
  * min(x - lo, span) == x - lo. Chosen at run time (__builtin_cpu_supports). */
-__attribute__((target("avx2"))) static size_t prefilter_avx2(const uint32_t *w, size_t n, const mapping *m,
-                                                             uint32_t lo, uint32_t span) {
+FA_NO_SANITIZE __attribute__((target("avx2"))) static size_t prefilter_avx2(const uint32_t *w, size_t n,
+                                                                            const mapping *m, uint32_t lo,
+                                                                            uint32_t span) {
     const __m256i vlo = _mm256_set1_epi32((int)lo), vspan = _mm256_set1_epi32((int)span);
     /* lanes 0, 2, 4, 6: the 8-aligned words, the only ones exact() looks at */
     const __m256i even = _mm256_set_epi32(0, -1, 0, -1, 0, -1, 0, -1);
@@ -172,7 +237,7 @@ static int have_avx2(void) {
 }
 #endif
 
-static void scan_run(uintptr_t from, uintptr_t to, const mapping *m, uint32_t lo, uint32_t span) {
+FA_NO_SANITIZE static void scan_run(uintptr_t from, uintptr_t to, const mapping *m, uint32_t lo, uint32_t span) {
     const uint32_t *w = (const uint32_t *)from;
     size_t n = (to - from) / 4, done;
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -184,8 +249,6 @@ static void scan_run(uintptr_t from, uintptr_t to, const mapping *m, uint32_t lo
     if (done < n)
         exact(w + done, (n - done) & ~(size_t)1, m, lo, span);
 }
-
-typedef void (*run_fn)(uintptr_t from, uintptr_t to, const mapping *m, void *arg);
 
 /* Run fn over [first, stop) under the fault guard; a fault skips the faulting page. */
 static void guarded_run(const mapping *m, uintptr_t first, uintptr_t stop, run_fn fn, void *arg) {
@@ -206,29 +269,159 @@ static void guarded_run(const mapping *m, uintptr_t first, uintptr_t stop, run_f
     }
 }
 
-/* Walk the resident pages of one mapping, in runs of consecutive resident pages. */
-static void walk_mapping(const mapping *m, run_fn fn, void *arg) {
-    uintptr_t base = m->start;
-    while (base < m->end) {
-        size_t pages = (m->end - base) / PAGE, k = 0;
-        if (pages > sizeof fa_g.vec)
-            pages = sizeof fa_g.vec;
-        if (mincore((void *)base, pages * PAGE, fa_g.vec) != 0) {
+/* Is it time to stop reading (or, once stopped, counting)? Called every CHUNK bytes and
+ * every residency batch: a vDSO clock read, some 20 ns, per 256 KB. */
+static int out_of_time(struct walk *w) {
+    if (!w->budgeted)
+        return 0;
+    if (!w->stopped) {
+        if (fa_g.budget_ms && now() >= w->deadline) {
+            w->stopped = 1;
+            fa_g.stats.cut = FA_CUT_TIME;
+        }
+    } else if (!w->gave_up && fa_g.budget_ms && now() >= w->hard_deadline) {
+        w->gave_up = 1;
+    }
+    return w->gave_up;
+}
+
+/* A run of written pages [from, to): counted, and read while the budgets last. */
+static void candidate(struct walk *w, const mapping *m, uintptr_t from, uintptr_t to) {
+    fa_g.stats.bytes_total += to - from;
+    while (from < to && !w->stopped) {
+        uintptr_t stop = to - from > CHUNK ? from + CHUNK : to;
+        if (w->budgeted && fa_g.budget_bytes) {
+            uint64_t left = fa_g.stats.bytes >= fa_g.budget_bytes ? 0 : fa_g.budget_bytes - fa_g.stats.bytes;
+            if (left == 0) {
+                w->stopped = 1;
+                fa_g.stats.cut = FA_CUT_BYTES;
+                break;
+            }
+            if (stop - from > left)
+                stop = from + (uintptr_t)left;
+        }
+        guarded_run(m, from, stop, w->fn, w->arg);
+        from = stop;
+        if (out_of_time(w))
+            return;
+    }
+}
+
+/* PAGEMAP_SCAN: the kernel hands back ranges of pages by category, skipping empty page
+ * tables whole. 1 if it worked, 0 if this kernel lacks it (then the caller falls back). */
+static int pieces_pagemap_scan(struct walk *w, const mapping *m, uintptr_t a, uintptr_t b) {
+    while (a < b) {
+        struct pm_scan_arg arg;
+        long n, i;
+        memset(&arg, 0, sizeof arg);
+        arg.size = sizeof arg;
+        arg.start = a;
+        arg.end = b;
+        arg.vec = (uint64_t)(uintptr_t)fa_g.res.regions;
+        arg.vec_len = sizeof fa_g.res.regions / sizeof fa_g.res.regions[0];
+        arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+        arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE | PAGE_IS_PFNZERO;
+        n = ioctl(w->pm_fd, PAGEMAP_SCAN, &arg);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return 0;
+        }
+        for (i = 0; i < n; i++) {
+            uint64_t cat = fa_g.res.regions[i].categories;
+            uintptr_t s = (uintptr_t)fa_g.res.regions[i].start, e = (uintptr_t)fa_g.res.regions[i].end;
+            if (cat & PAGE_IS_SWAPPED)
+                fa_g.stats.swapped += e - s;
+            else if ((cat & PAGE_IS_PRESENT) && !(cat & (PAGE_IS_FILE | PAGE_IS_PFNZERO)))
+                candidate(w, m, s, e);
+            if (w->gave_up)
+                return 1;
+        }
+        if (arg.walk_end <= a || arg.walk_end > b)
+            return 1; /* no progress: should not happen; never loop */
+        a = (uintptr_t)arg.walk_end;
+        if (out_of_time(w))
+            return 1;
+    }
+    return 1;
+}
+
+/* /proc/self/pagemap, one 8-byte entry a page, a batch at a time. 0 if unreadable. */
+static int pieces_pagemap(struct walk *w, const mapping *m, uintptr_t a, uintptr_t b) {
+    const size_t most = sizeof fa_g.res.pm / sizeof fa_g.res.pm[0];
+    while (a < b) {
+        size_t pages = (b - a) / PAGE, k = 0, have;
+        ssize_t got;
+        if (pages > most)
+            pages = most;
+        got = pread(w->pm_fd, fa_g.res.pm, pages * 8, (off_t)((a / PAGE) * 8));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 8)
+            return 0;
+        have = (size_t)got / 8;
+        while (k < have) {
+            size_t first;
+            while (k < have && !((fa_g.res.pm[k] & PM_PRESENT) && !(fa_g.res.pm[k] & PM_FILE))) {
+                if (fa_g.res.pm[k] & PM_SWAPPED)
+                    fa_g.stats.swapped += PAGE;
+                k++;
+            }
+            first = k;
+            while (k < have && (fa_g.res.pm[k] & PM_PRESENT) && !(fa_g.res.pm[k] & PM_FILE))
+                k++;
+            if (k > first)
+                candidate(w, m, a + first * PAGE, a + k * PAGE);
+            if (w->gave_up)
+                return 1;
+        }
+        a += have * PAGE;
+        if (out_of_time(w))
+            return 1;
+    }
+    return 1;
+}
+
+/* mincore: resident in memory (or in the page cache, for a file mapping). */
+static void pieces_mincore(struct walk *w, const mapping *m, uintptr_t a, uintptr_t b) {
+    while (a < b) {
+        size_t pages = (b - a) / PAGE, k = 0;
+        if (pages > sizeof fa_g.res.vec)
+            pages = sizeof fa_g.res.vec;
+        if (mincore((void *)a, pages * PAGE, fa_g.res.vec) != 0) {
             fa_g.stats.skipped++;
             return;
         }
         while (k < pages) {
             size_t first;
-            while (k < pages && !(fa_g.vec[k] & 1))
+            while (k < pages && !(fa_g.res.vec[k] & 1))
                 k++;
             first = k;
-            while (k < pages && (fa_g.vec[k] & 1))
+            while (k < pages && (fa_g.res.vec[k] & 1))
                 k++;
             if (k > first)
-                guarded_run(m, base + first * PAGE, base + k * PAGE, fn, arg);
+                candidate(w, m, a + first * PAGE, a + k * PAGE);
+            if (w->gave_up)
+                return;
         }
-        base += pages * PAGE;
+        a += pages * PAGE;
+        if (out_of_time(w))
+            return;
     }
+}
+
+/* The written pages of [a, b), a piece of mapping m. */
+static void walk_piece(struct walk *w, const mapping *m, uintptr_t a, uintptr_t b) {
+    if (a >= b || w->gave_up)
+        return;
+    if (w->residency == FA_RES_PAGEMAP_SCAN && pieces_pagemap_scan(w, m, a, b))
+        return;
+    if (w->residency == FA_RES_PAGEMAP_SCAN)
+        w->residency = FA_RES_PAGEMAP; /* the kernel lacks the ioctl: entries, then */
+    if (w->residency == FA_RES_PAGEMAP && pieces_pagemap(w, m, a, b))
+        return;
+    w->residency = FA_RES_MINCORE;
+    pieces_mincore(w, m, a, b);
 }
 
 uint64_t fa_parse_hex(const char **s) {
@@ -250,46 +443,94 @@ static int starts(const char *s, const char *prefix) {
 /* Parse one line of /proc/self/maps (NUL-terminated, no newline). */
 static int parse_line(char *line, mapping *m) {
     const char *s = line;
-    int field;
+    int field, i;
     m->start = (uintptr_t)fa_parse_hex(&s);
     if (*s++ != '-') return 0;
     m->end = (uintptr_t)fa_parse_hex(&s);
     if (*s++ != ' ') return 0;
+    for (i = 0; i < 4; i++)
+        if (s[i] == '\0') return 0;
     memcpy(m->perms, s, 4);
     s += 4;
-    for (field = 0; field < 3; field++) { /* offset, device, inode */
+    while (*s == ' ') s++;
+    m->offset = fa_parse_hex(&s);
+    for (field = 0; field < 2; field++) { /* device, inode */
         while (*s == ' ') s++;
         while (*s && *s != ' ') s++;
     }
     while (*s == ' ') s++;
     m->path = s;
-    return 1;
+    return m->end > m->start;
 }
 
-static int wanted(const mapping *m, int mode, const mapping *prev, int prev_file) {
+/* The first mapping of a file (offset 0) may be a loaded ELF object: from its program
+ * headers (in memory, within that first mapping), the span of its writable PT_LOAD
+ * segments, .data and .bss, at this load address. */
+FA_NO_SANITIZE static void note_object(struct walk *w, const mapping *m) {
+    const Elf64_Ehdr *eh = (const Elf64_Ehdr *)m->start;
+    const Elf64_Phdr *ph;
+    uintptr_t bias = 0, lo = UINTPTR_MAX, hi = 0;
+    int i, first = 1;
+    w->obj_lo = w->obj_hi = 0;
+    /* a loaded object's first mapping is never writable; a data file mapped read-write at
+     * offset 0 is not looked at (its first page may never have been read) */
+    if (m->perms[0] != 'r' || m->perms[1] == 'w' || m->end - m->start < sizeof *eh)
+        return;
+    if (sigsetjmp(fault_jump, 1) != 0) {
+        guarding = 0;
+        fa_g.stats.skipped++;
+        w->obj_lo = w->obj_hi = 0;
+        return;
+    }
+    guarding = 1;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
+        eh->e_phentsize != sizeof(Elf64_Phdr) || eh->e_phoff > m->end - m->start ||
+        (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr) > m->end - m->start - eh->e_phoff) {
+        guarding = 0;
+        return;
+    }
+    ph = (const Elf64_Phdr *)(m->start + eh->e_phoff);
+    for (i = 0; i < eh->e_phnum; i++) {
+        if (ph[i].p_type != PT_LOAD)
+            continue;
+        if (first) { /* the first PT_LOAD is the one mapped at offset 0 */
+            bias = m->start - (uintptr_t)(ph[i].p_vaddr & ~(uint64_t)(PAGE - 1));
+            first = 0;
+        }
+        if (ph[i].p_flags & PF_W) {
+            uintptr_t s = bias + (uintptr_t)ph[i].p_vaddr, e = s + (uintptr_t)ph[i].p_memsz;
+            s &= ~(uintptr_t)(PAGE - 1);
+            e = (e + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
+            if (s < lo) lo = s;
+            if (e > hi) hi = e;
+        }
+    }
+    guarding = 0;
+    if (hi > lo) {
+        w->obj_lo = lo;
+        w->obj_hi = hi;
+    }
+}
+
+static int private_rw(const mapping *m) {
     if (m->perms[0] != 'r' || m->perms[1] != 'w' || m->perms[3] != 'p')
         return 0; /* shared mappings hold process-shared locks: not a vanished-thread hazard */
     if (starts(m->path, "[vvar") || starts(m->path, "[vsyscall]") || starts(m->path, "[vdso]") ||
         starts(m->path, "[uprobes]") || starts(m->path, "/dev/"))
         return 0;
-    if (mode == FA_SCAN_FULL)
-        return 1;
-    /* libs: a file's writable data, and the anonymous .bss right behind it */
-    if (m->path[0] == '/')
-        return 1;
-    return m->path[0] == '\0' && prev_file && prev->end == m->start;
+    return 1;
 }
 
-/* Call fn over every wanted mapping. */
-static void walk_maps(int mode, run_fn fn, void *arg) {
-    mapping prev = {0, 0, {0}, ""};
-    int prev_file = 0, fd;
+/* One pass over /proc/self/maps. Pass 0: the writable data of loaded objects. Pass 1: every
+ * other private writable page (full mode). 0, or the errno of opening the maps. */
+static int walk_maps(struct walk *w, int pass) {
+    int fd;
     size_t have = 0;
-    fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        fa_g.stats.skipped++;
-        return;
-    }
+    fd = open(fa_test_break_maps ? "/proc/self/maps-forkaudit-test-broken" : "/proc/self/maps",
+              O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno ? errno : ENOENT;
+    w->obj_lo = w->obj_hi = 0;
     for (;;) {
         ssize_t got = read(fd, fa_g.io + have, sizeof fa_g.io - 1 - have);
         char *line, *nl;
@@ -303,14 +544,28 @@ static void walk_maps(int mode, run_fn fn, void *arg) {
         while ((nl = memchr(line, '\n', have - (size_t)(line - fa_g.io))) != NULL) {
             mapping m;
             *nl = '\0';
-            if (parse_line(line, &m)) {
-                if (wanted(&m, mode, &prev, prev_file)) {
-                    fa_g.stats.mappings++;
-                    walk_mapping(&m, fn, arg);
+            if (parse_line(line, &m) && !w->gave_up) {
+                uintptr_t lo, hi;
+                if (m.offset == 0 && m.path[0] == '/')
+                    note_object(w, &m);
+                lo = m.start > w->obj_lo ? m.start : w->obj_lo;
+                hi = m.end < w->obj_hi ? m.end : w->obj_hi;
+                if (hi < lo)
+                    hi = lo;
+                if (private_rw(&m)) {
+                    if (pass == 0 && hi > lo) {
+                        fa_g.stats.mappings++;
+                        walk_piece(w, &m, lo, hi);
+                    } else if (pass == 1 && (lo > m.start || hi < m.end)) {
+                        fa_g.stats.mappings++;
+                        if (hi > lo) {
+                            walk_piece(w, &m, m.start, lo);
+                            walk_piece(w, &m, hi, m.end);
+                        } else {
+                            walk_piece(w, &m, m.start, m.end);
+                        }
+                    }
                 }
-                prev_file = m.path[0] == '/';
-                prev.start = m.start;
-                prev.end = m.end;
             }
             line = nl + 1;
         }
@@ -320,6 +575,40 @@ static void walk_maps(int mode, run_fn fn, void *arg) {
             have = 0; /* a line longer than the buffer: drop it */
     }
     close(fd);
+    return 0;
+}
+
+/* Both passes (one in libs mode), with the residency source opened once. */
+static void walk_all(int mode, run_fn fn, void *arg, int budgeted) {
+    struct walk w;
+    int err;
+    double t0 = now();
+    memset(&w, 0, sizeof w);
+    w.fn = fn;
+    w.arg = arg;
+    w.budgeted = budgeted && (fa_g.budget_ms || fa_g.budget_bytes);
+    w.deadline = t0 + (double)fa_g.budget_ms * 1e-3;
+    w.hard_deadline = t0 + 2.0 * (double)fa_g.budget_ms * 1e-3;
+    w.pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    w.residency = w.pm_fd >= 0 ? FA_RES_PAGEMAP_SCAN : FA_RES_MINCORE;
+    if (fa_test_residency > w.residency)
+        w.residency = fa_test_residency; /* a fallback, forced (tests) */
+    if (budgeted) {
+        fa_g.stats.budget_ms = fa_g.budget_ms;
+        fa_g.stats.budget_bytes = fa_g.budget_bytes;
+    }
+    err = walk_maps(&w, 0);
+    if (err == 0 && mode == FA_SCAN_FULL)
+        err = walk_maps(&w, 1);
+    if (w.pm_fd >= 0)
+        close(w.pm_fd);
+    if (err) {
+        fa_g.stats.not_run = FA_NOT_RUN_MAPS;
+        fa_g.stats.maps_errno = err;
+        return;
+    }
+    fa_g.stats.residency = w.residency;
+    fa_g.stats.total_exact = !w.gave_up;
 }
 
 static struct sigaction old_segv, old_bus;
@@ -341,12 +630,17 @@ static void guard_off(void) {
 
 struct range { uint32_t lo, span; };
 
-static void scan_fn(uintptr_t from, uintptr_t to, const mapping *m, void *arg) {
+FA_NO_SANITIZE static void scan_fn(uintptr_t from, uintptr_t to, const mapping *m, void *arg) {
     const struct range *r = arg;
     scan_run(from, to, m, r->lo, r->span);
 }
 
-void fa_scan_run(int mode) {
+void fa_set_budget(uint64_t ms, uint64_t bytes) {
+    fa_g.budget_ms = ms;
+    fa_g.budget_bytes = bytes;
+}
+
+static void scan(int mode, int budgeted) {
     struct range r;
 #if defined(__x86_64__) && defined(__GNUC__)
     (void)have_avx2();
@@ -354,20 +648,30 @@ void fa_scan_run(int mode) {
     double t0 = now();
     memset(&fa_g.stats, 0, sizeof fa_g.stats);
     fa_g.stats.mode = mode;
-    if (mode != FA_SCAN_OFF && fa_g.ntids > 0 && FA_LAYOUT_KNOWN) {
+    if (mode == FA_SCAN_OFF)
+        fa_g.stats.not_run = FA_NOT_RUN_OFF;
+    else if (!FA_LAYOUT_KNOWN)
+        fa_g.stats.not_run = FA_NOT_RUN_LAYOUT;
+    else if (fa_g.ntids <= 0)
+        fa_g.stats.not_run = FA_NOT_RUN_NO_THREADS;
+    else {
         r.lo = (uint32_t)fa_g.tids[0];
         r.span = (uint32_t)fa_g.tids[fa_g.ntids - 1] - r.lo;
         guard_on();
-        walk_maps(mode, scan_fn, &r);
+        walk_all(mode, scan_fn, &r, budgeted);
         guard_off();
     }
     fa_g.stats.seconds = now() - t0;
     fa_g.stats.done = 1;
 }
 
+void fa_scan_run(int mode) {
+    scan(mode, 1);
+}
+
 struct memchr_arg { unsigned long found; };
 
-static void memchr_fn(uintptr_t from, uintptr_t to, const mapping *m, void *arg) {
+FA_NO_SANITIZE static void memchr_fn(uintptr_t from, uintptr_t to, const mapping *m, void *arg) {
     struct memchr_arg *a = arg;
     const char *p = (const char *)from, *end = (const char *)to;
     (void)m;
@@ -382,7 +686,7 @@ double fa_memchr_pass(int mode, uint64_t *bytes) {
     double t0 = now(), t;
     memset(&fa_g.stats, 0, sizeof fa_g.stats);
     guard_on();
-    walk_maps(mode, memchr_fn, &a);
+    walk_all(mode, memchr_fn, &a, 0);
     guard_off();
     t = now() - t0;
     if (bytes)
@@ -404,6 +708,6 @@ int fa_scan_now(int mode, const int32_t *tids, int ntids, int nthreads) {
         fa_g.tids[i] = tids[i];
     fa_g.ntids = ntids;
     qsort(fa_g.tids, (size_t)ntids, sizeof fa_g.tids[0], cmp_tid);
-    fa_scan_run(mode);
+    scan(mode, 0);
     return fa_g.stats.hits;
 }

@@ -19,6 +19,24 @@
 #define FA_COMM_LEN 16
 #define FA_MAX_REJECT 8
 
+/* how the scan told written pages from the rest (fa_scan_stats.residency) */
+#define FA_RES_NONE 0
+#define FA_RES_PAGEMAP_SCAN 1
+#define FA_RES_PAGEMAP 2
+#define FA_RES_MINCORE 3
+
+/* why a scan stopped early (fa_scan_stats.cut) */
+#define FA_CUT_NONE 0
+#define FA_CUT_TIME 1
+#define FA_CUT_BYTES 2
+
+/* why a scan did not run (fa_scan_stats.not_run) */
+#define FA_RAN 0
+#define FA_NOT_RUN_OFF 1
+#define FA_NOT_RUN_NO_THREADS 2
+#define FA_NOT_RUN_LAYOUT 3
+#define FA_NOT_RUN_MAPS 4
+
 typedef struct {
     uint64_t addr;     /* address of the lock */
     int32_t kind;      /* FA_KIND_* */
@@ -36,12 +54,26 @@ typedef struct {
     int32_t hits;       /* hits recorded */
     int32_t overflow;   /* hits not recorded (FA_MAX_HITS reached) */
     int32_t done;       /* 1 once a scan ran */
-    uint64_t bytes;     /* resident bytes read */
+    uint64_t bytes;     /* bytes read */
     double seconds;
+    int32_t not_run;    /* FA_RAN, or why the scan did not run (FA_NOT_RUN_*) */
+    int32_t maps_errno; /* FA_NOT_RUN_MAPS: errno of opening /proc/self/maps */
+    int32_t cut;        /* FA_CUT_*: the budget that ended the scan early */
+    int32_t residency;  /* FA_RES_*: how pages never written were skipped */
+    uint64_t bytes_total; /* candidate bytes (present, private, written) seen, read or not */
+    int32_t total_exact;  /* 1: bytes_total covers every mapping; 0: a lower bound */
+    int32_t pad;
+    uint64_t swapped;     /* bytes of swapped-out pages, not read */
+    uint64_t budget_ms;   /* the budgets this scan ran under (0: none) */
+    uint64_t budget_bytes;
 } fa_scan_stats;
 
 /* 1 when glibc's lock layout matches what the scan expects; else 0 and a reason in msg. */
 int fa_layout_check(char *msg, size_t msglen);
+/* Test-only (set before fa_layout_check): the check's thread starts this many ms late, and
+ * the check waits this long for it (default 5000). */
+extern int fa_test_layout_delay_ms;
+extern int fa_test_layout_wait_ms;
 /* Register the pthread_atfork handlers (once; later calls do nothing). 0 on success. */
 int fa_register(void);
 /* Arming the next fork. These are plain variables, set from Python without a call:
@@ -72,8 +104,16 @@ int fa_vanished_comm(int i, char *out, size_t outlen);
 /* The hits of the last child-side scan, and its statistics. */
 int fa_hits(fa_hit *out, int max);
 void fa_stats(fa_scan_stats *out);
+/* The child-side scan's budgets, for every later fork: milliseconds of wall time and bytes
+ * read (0: no limit). Set at install. */
+void fa_set_budget(uint64_t ms, uint64_t bytes);
+/* Test-only: 1 makes the scan fail to open /proc/self/maps (it opens a path that does not
+ * exist), to check that such a record says the scan did not run. */
+extern int fa_test_break_maps;
+/* Test-only: a FA_RES_* residency source to fall back to even where a better one works. */
+extern int fa_test_residency;
 /* Run a scan now in this process for the given owner TIDs (tests and benchmarks; call it
- * only in a single-threaded process, such as a forked child). */
+ * only in a single-threaded process, such as a forked child). No budget applies. */
 int fa_scan_now(int mode, const int32_t *tids, int ntids, int nthreads);
 /* The same walk over the same mappings with memchr for an absent byte: the physical limit. */
 double fa_memchr_pass(int mode, uint64_t *bytes);

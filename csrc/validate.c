@@ -15,7 +15,7 @@ static int user_pointer(uint64_t p) {
     return p != 0 && (p & 7) == 0 && p < (1ull << 47);
 }
 
-int fa_valid_mutex(const fa_mutex_layout *m, int32_t tid, uint32_t maxusers) {
+FA_NO_SANITIZE int fa_valid_mutex(const fa_mutex_layout *m, int32_t tid, uint32_t maxusers) {
     uint32_t kind = (uint32_t)m->kind;
     uint32_t type = kind & FA_MUTEX_TYPE_MASK;
     int robust = (kind & FA_MUTEX_ROBUST) != 0;
@@ -61,7 +61,7 @@ int fa_valid_mutex(const fa_mutex_layout *m, int32_t tid, uint32_t maxusers) {
     return 1;
 }
 
-int fa_valid_rwlock(const fa_rwlock_layout *r, int32_t tid, uint32_t maxthreads) {
+FA_NO_SANITIZE int fa_valid_rwlock(const fa_rwlock_layout *r, int32_t tid, uint32_t maxthreads) {
     const uint32_t held = FA_RWLOCK_WRPHASE | FA_RWLOCK_WRLOCKED;
     int i;
 
@@ -87,12 +87,12 @@ int fa_valid_rwlock(const fa_rwlock_layout *r, int32_t tid, uint32_t maxthreads)
     return 1;
 }
 #else
-int fa_valid_mutex(const fa_mutex_layout *m, int32_t tid, uint32_t maxusers) {
+FA_NO_SANITIZE int fa_valid_mutex(const fa_mutex_layout *m, int32_t tid, uint32_t maxusers) {
     (void)m; (void)tid; (void)maxusers;
     return 0;
 }
 
-int fa_valid_rwlock(const fa_rwlock_layout *r, int32_t tid, uint32_t maxthreads) {
+FA_NO_SANITIZE int fa_valid_rwlock(const fa_rwlock_layout *r, int32_t tid, uint32_t maxthreads) {
     (void)r; (void)tid; (void)maxthreads;
     return 0;
 }

@@ -26,11 +26,31 @@ def now_iso():
 
 
 def scan_report(stats):
+    """The record's "scan" object: what the child-side C scan covered, and why not more.
+
+    ran: false when the scan did not run (not_run says why: "proc_maps_unreadable" with
+    errno, "no_other_threads", ...), which is not the same as a scan that found nothing.
+    complete: every candidate byte was read (bytes == bytes_total); false when a budget
+    ended it (cut: "time" or "bytes"). bytes_total: the candidate bytes (present, private,
+    written pages) it saw, a lower bound when bytes_total_exact is false. Pages never
+    written, unmodified file pages and swapped-out pages (swapped_bytes) are not candidates.
+    """
     if not stats or not stats["done"]:
         return None
     mode = {0: "off", 1: "libs", 2: "full"}[stats["mode"]]
-    return {"mode": mode, "mappings": stats["mappings"], "bytes": stats["bytes"],
-            "seconds": round(stats["seconds"], 6), "skipped": stats["skipped"]}
+    not_run = stats.get("not_run")
+    report = {"mode": mode, "mappings": stats["mappings"], "bytes": stats["bytes"],
+              "seconds": round(stats["seconds"], 6), "skipped": stats["skipped"],
+              "ran": not_run is None, "not_run": not_run,
+              "complete": not_run in (None, "no_other_threads") and stats.get("cut") is None,
+              "cut": stats.get("cut"), "bytes_total": stats.get("bytes_total", stats["bytes"]),
+              "bytes_total_exact": stats.get("total_exact", True),
+              "swapped_bytes": stats.get("swapped", 0), "residency": stats.get("residency"),
+              "budget": {"ms": stats.get("budget_ms") or None,
+                         "bytes": stats.get("budget_bytes") or None}}
+    if not_run == "proc_maps_unreadable":
+        report["errno"] = stats.get("maps_errno")
+    return report
 
 
 def build_child(snap):

@@ -232,6 +232,7 @@ def activate(settings):
     if native.lib is not None:
         native.register()
         native.set_reject(INT_TYPES)
+        native.set_budget(settings.scan_budget_ms, settings.scan_budget_mb)
     if not native.available and settings.scan != "off" and not _told_no_c_level:
         _tell_no_c_level()
     _patch_fork()

@@ -26,6 +26,19 @@ try:
 except ImportError as e:  # no compiled shim for this platform
     reason = "the native shim is not available (%s)" % e
 else:
+    # test-only switches (FORKAUDIT_TESTONLY_*), read here because the check runs at import:
+    # the layout check's thread starts late / the check waits less for it
+    if os.environ.get("FORKAUDIT_TESTONLY_LAYOUT_DELAY_MS", "").isdigit():
+        lib.fa_test_layout_delay_ms = int(os.environ["FORKAUDIT_TESTONLY_LAYOUT_DELAY_MS"])
+    if os.environ.get("FORKAUDIT_TESTONLY_LAYOUT_WAIT_MS", "").isdigit():
+        lib.fa_test_layout_wait_ms = int(os.environ["FORKAUDIT_TESTONLY_LAYOUT_WAIT_MS"])
+    # test-only: the child-side scan fails to open /proc/self/maps, as where /proc is missing
+    if os.environ.get("FORKAUDIT_TESTONLY_BREAK_MAPS") == "1":
+        lib.fa_test_break_maps = 1
+    # test-only: use a fallback way of skipping pages never written ("pagemap" or "mincore")
+    _forced = os.environ.get("FORKAUDIT_TESTONLY_RESIDENCY")
+    if _forced in ("pagemap", "mincore"):
+        lib.fa_test_residency = 2 if _forced == "pagemap" else 3
     _msg = ffi.new("char[200]")
     available = bool(lib.fa_layout_check(_msg, 200))
     reason = ffi.string(_msg).decode(errors="replace")
@@ -63,6 +76,12 @@ def set_reject(reject):
     if lib is not None:
         ids = ffi.new("uint64_t[]", list(reject)[:8] or [0])
         lib.fa_set_reject(ids, min(len(reject), 8))
+
+
+def set_budget(ms, mb):
+    """The child-side scan's budgets for every later fork: wall milliseconds, MiB read (0: none)."""
+    if lib is not None:
+        lib.fa_set_budget(max(0, int(ms)), max(0, int(mb)) * 1024 * 1024)
 
 
 # Pointers to the shim's control variables, taken once. cffi releases the GIL to look up
@@ -134,14 +153,25 @@ def hits():
             for h in (buf[i] for i in range(n))]
 
 
+NOT_RUN = {0: None, 1: "off", 2: "no_other_threads", 3: "layout_unknown", 4: "proc_maps_unreadable"}
+RESIDENCY = {0: None, 1: "pagemap_scan", 2: "pagemap", 3: "mincore"}
+CUT = {0: None, 1: "time", 2: "bytes"}
+
+
 def stats():
+    """The last scan's statistics (see fa_scan_stats in csrc/shim.h)."""
     if lib is None:
         return None
     s = ffi.new("fa_scan_stats *")
     lib.fa_stats(s)
     return {"mode": int(s.mode), "mappings": int(s.mappings), "skipped": int(s.skipped),
             "hits": int(s.hits), "overflow": int(s.overflow), "done": bool(s.done),
-            "bytes": int(s.bytes), "seconds": float(s.seconds)}
+            "bytes": int(s.bytes), "seconds": float(s.seconds),
+            "not_run": NOT_RUN.get(int(s.not_run), "unknown"), "maps_errno": int(s.maps_errno),
+            "cut": CUT.get(int(s.cut)), "residency": RESIDENCY.get(int(s.residency)),
+            "bytes_total": int(s.bytes_total), "total_exact": bool(s.total_exact),
+            "swapped": int(s.swapped), "budget_ms": int(s.budget_ms),
+            "budget_bytes": int(s.budget_bytes)}
 
 
 def still_held(addr, kind, tid):
@@ -173,7 +203,7 @@ def gettid():
 
 
 def scan_now(scan, tids):
-    """Scan this process now for locks owned by tids (call in a single-threaded child)."""
+    """Scan this process now for locks owned by tids (call in a single-threaded child; no budget)."""
     arr = ffi.new("int32_t[]", list(tids) or [0])
     lib.fa_scan_now(SCAN_MODES[scan], arr, len(tids), len(tids) + 1)
     return hits(), stats()

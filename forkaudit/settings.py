@@ -6,6 +6,8 @@ Environment variables (read at interpreter start by the .pth hook, or by
   FORKAUDIT       1 | warn | record | abort | raise   (1 means warn)
   FORKAUDIT_JSON  path of a JSON-lines report file (appended to)
   FORKAUDIT_SCAN  full | libs | off                    (default full)
+  FORKAUDIT_SCAN_BUDGET_MS  wall time of the child-side C scan, ms (default 200; 0: none)
+  FORKAUDIT_SCAN_BUDGET_MB  bytes it reads, MiB                    (default 2048; 0: none)
 """
 import os
 from dataclasses import dataclass
@@ -23,6 +25,13 @@ class Settings:
     policy: str = "warn"
     json_path: Optional[str] = None
     scan: str = "full"
+    # The child-side C scan's budgets. 200 ms: the child of a process whose lock another
+    # thread held waits at most that long before its first line (a pause no supervisor
+    # timeout notices), and at the scan's measured speed it covers ~1-2 GB, all of most
+    # workers. 2 GiB: bounds the memory read whatever the CPU speed (on a fast idle
+    # machine the byte budget ends first, on a loaded one the time budget).
+    scan_budget_ms: int = 200
+    scan_budget_mb: int = 2048
 
 
 def check_policy(value):
@@ -73,4 +82,10 @@ def from_environ(environ=None):
     if scan not in SCANS:
         raise SettingsError("FORKAUDIT_SCAN must be one of %s; got %r" % (", ".join(SCANS), scan))
     json_path = env.get("FORKAUDIT_JSON") or None
-    return Settings(policy, check_json_path(json_path), scan)
+    budgets = []
+    for name, default in (("FORKAUDIT_SCAN_BUDGET_MS", 200), ("FORKAUDIT_SCAN_BUDGET_MB", 2048)):
+        value = env.get(name, "").strip()
+        if value and not (value.isascii() and value.isdigit() and len(value) <= 9):
+            raise SettingsError("%s must be a whole number (0: no limit); got %r" % (name, value[:40]))
+        budgets.append(int(value) if value else default)
+    return Settings(policy, check_json_path(json_path), scan, *budgets)

@@ -127,7 +127,7 @@ fi
 # --- 2. the wheel, from the sdist, with Python 3.9 -------------------------------------------
 step "wheel from the sdist with $PY39"
 mkdir -p "$DIST/raw"
-if ! (cd "$TMP" && "$PY39" -m pip wheel --no-deps -q -w "$DIST/raw" "$SDIST" >"$TMP/wheel.log" 2>&1); then
+if ! (cd "$TMP" && FORKAUDIT_WERROR=1 "$PY39" -m pip wheel --no-deps -q -w "$DIST/raw" "$SDIST" >"$TMP/wheel.log" 2>&1); then
   tail -n 30 "$TMP/wheel.log"; bad "building the wheel from the sdist"; finish
 fi
 raw=("$DIST"/raw/*.whl)

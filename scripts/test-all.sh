@@ -15,6 +15,7 @@
 #   bash scripts/test-all.sh --quick               # only the newest one found
 #   bash scripts/test-all.sh --python 3.12 [--python 3.9 ...]
 #   FORKAUDIT_PYTHONS="3.11 3.12" bash scripts/test-all.sh
+#   bash scripts/test-all.sh --sanitize            # and the ASan+UBSan pass (scripts/sanitize.sh)
 #
 # Environment: FORKAUDIT_WORKDIR (default <repo>/.ci-work; each run uses its own
 # run.* folder in it, removed after a passing run, kept after a failing one),
@@ -29,14 +30,16 @@ PYTEST_TIMEOUT=${FORKAUDIT_PYTEST_TIMEOUT:-900}
 SCENARIO_TIMEOUT=${FORKAUDIT_SCENARIO_TIMEOUT:-600}
 ALL_MINORS=(3.9 3.10 3.11 3.12 3.13)
 
-usage() { sed -n 2,19p "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n 2,20p "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 read -r -a WANTED <<< "${FORKAUDIT_PYTHONS:-${ALL_MINORS[*]}}"
 QUICK=0
+SANITIZE=0
 PICKED=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
+    --sanitize) SANITIZE=1 ;;
     --python)
       [ $# -ge 2 ] || { echo "test-all: --python needs a version, e.g. --python 3.12" >&2; exit 2; }
       shift; PICKED+=("$1") ;;
@@ -209,6 +212,21 @@ for i in "${!PYS[@]}"; do
     ROW_SCEN+=("skipped: no ../shared/scenarios")
   fi
 done
+
+# ---- sanitizer pass (issue 7): the suite once more, one Python, against an ASan+UBSan
+# build of the shim (scripts/sanitize.sh; about 2-3 minutes). A row of its own below.
+if [ "$SANITIZE" = 1 ]; then
+  log="$RUN/logs/sanitize.log"
+  status=0
+  san_minor=${NAMES[$((${#NAMES[@]} - 1))]%.*}
+  echo
+  echo "== sanitizer pass, Python $san_minor (scripts/sanitize.sh)"
+  timeout -k 30 1800 bash "$REPO/scripts/sanitize.sh" --python "$san_minor" </dev/null 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
+  count "$status" "$log"
+  ROW_PY+=("asan+ubsan $san_minor")
+  ROW_TEST+=("$(describe "$status" 1800 "$log")")
+  ROW_SCEN+=("not run")
+fi
 
 elapsed=$((SECONDS - START))
 echo

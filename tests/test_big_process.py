@@ -13,6 +13,8 @@ from forkcase import snippet
 pytestmark = pytest.mark.c_level
 
 BIG = '''
+from forkaudit import native
+native.set_budget(60000, 0)   # read all of it (the default 200 ms budget may end first, under ASan say)
 import sqlite3, ssl, asyncio, decimal, multiprocessing, json, logging, concurrent.futures, random
 stop = threading.Event()
 ids = []
