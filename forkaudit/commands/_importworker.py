@@ -122,9 +122,11 @@ def native_place(tid, maps):
         if os.path.basename(m.path).startswith(SYSTEM_LIBS) or m.path == os.path.realpath(sys.executable):
             continue
         out["library"] = m.path
-        info = native.dladdr(value)
-        if info is not None and info[1]:
-            out["function"] = "%s+0x%x" % (info[1], value - info[3])
+        try:
+            from ..symbols import locate
+            out["function"] = locate(value, maps)[1]
+        except Exception:  # noqa: BLE001 - the name is a bonus
+            pass
         out["how"] = "return address on its stack"
         return out
     out["how"] = "no library's code on its stack"

@@ -127,6 +127,8 @@ def render_block(rec):
             where = "runs code of %s%s" % (t["library"], " (%s)" % t["function"] if t.get("function") else "") \
                 if t.get("library") else "library not found (%s)" % (t.get("how") or "no stack")
             lines.append("    %r (kernel name), native id %s, %s" % (t.get("name"), t["native_id"], where))
+    else:
+        lines.append("  threads Python never saw: none")
     hooks = rec.get("at_fork_hooks") or []
     if not rec.get("at_fork_hooks_listed"):
         lines.append("  at-fork hooks: not observed (registered before the audit started; CPython does not list them)")
