@@ -4,7 +4,7 @@ import fnmatch
 import json
 import os
 import shutil
-import subprocess
+import signal
 import sys
 import tempfile
 import time
@@ -88,6 +88,8 @@ class Audit:
         self.fork_times = []     # when this process forked (after_in_parent)
         self.audited = 0
         self.seen_pids = set()
+        self.watched = set()     # pids of hazardous children that may still be killed
+        self.window_start = 0.0
         self.hazardous = 0       # hazardous forks that counted against a test
         self.tests = set()       # nodeids with a hazardous fork
         self.killed = []
@@ -99,9 +101,11 @@ class Audit:
         self.saved_env = {k: os.environ.get(k) for k in ("FORKAUDIT", "FORKAUDIT_JSON")}
         clean_env = {k: v for k, v in os.environ.items() if not k.startswith("FORKAUDIT")}
         watcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_childwatch.py")
-        self.watcher = subprocess.Popen(
-            [sys.executable, "-I", watcher, self.report, self.kills_path, repr(self.timeout), str(self.me)],
-            env=clean_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        # -I -S: the watcher needs only the standard library; posix_spawn: no Python at-fork hook
+        self.watcher = os.posix_spawn(
+            sys.executable, [sys.executable, "-I", "-S", watcher, self.report, self.kills_path,
+                             repr(self.timeout), str(self.me)],
+            clean_env)
         forkaudit.install(policy="record", json_path=self.report)
         os.environ["FORKAUDIT"] = "record"
         os.environ["FORKAUDIT_JSON"] = self.report
@@ -118,6 +122,8 @@ class Audit:
                 self.audited += 1
                 self.pending.append(rec)
                 self.seen_pids.add(rec.get("pid"))
+                if rec.get("hazards"):
+                    self.watched.add(rec.get("pid"))  # the watcher may kill it: read its kill notes
 
     def _take(self, start, stop):
         """Records of forks made in [start, stop] (and leave the others pending)."""
@@ -129,8 +135,8 @@ class Audit:
         return mine
 
     def _children_without_record(self):
-        """Live (not zombie) children of this process that have not written a record yet,
-        or None when /proc does not list children."""
+        """Live (not zombie) forked children of this process (same command line) that have
+        not written a record yet, or None when /proc does not list children."""
         pids = set()
         try:
             for tid in os.listdir("/proc/self/task"):
@@ -139,8 +145,13 @@ class Audit:
         except (OSError, ValueError):
             return None
         out = []
-        for pid in pids - self.seen_pids:
+        with open("/proc/self/cmdline", "rb") as f:
+            me = f.read()
+        for pid in pids - self.seen_pids - {self.watcher}:
             try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    if f.read() != me:
+                        continue  # exec'd (subprocess): not a forked copy of this process
                 with open("/proc/%d/stat" % pid) as f:
                     data = f.read()
             except OSError:
@@ -181,21 +192,40 @@ class Audit:
         to fail that test; they are counted in the summary."""
         for rec in self.pending:
             t = record_time(rec)
-            if t is not None and any(s <= t <= e for s, e, _n, _p in self.windows) \
+            if t is not None and any(s <= t <= e for s, e in self.windows) \
                     and any(not self._ignored(h) for h in rec.get("hazards", [])):
                 self.late += 1
         self.pending = []
 
     # --- hooks ------------------------------------------------------------------------------
+    def _quiet_since_last_check(self):
+        """Nothing to read: no fork here since the last check, the report file did not grow,
+        and no hazardous child is being watched (the fast path of a suite that never forks)."""
+        if self.fork_times or self.watched:
+            return False
+        try:
+            return os.stat(self.report).st_size == self.records.offset
+        except OSError:
+            return True
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
+        if call.when == "setup":
+            self.window_start = call.start  # checked with the call (or, if setup failed, the teardown)
+            if outcome.get_result().passed:
+                return
+        start, stop = self.window_start, call.stop
+        self.window_start = stop
+        self.windows.append((start, stop))
+        if self._quiet_since_last_check():
+            return
         report = outcome.get_result()
-        start, stop = call.start, call.stop
         self._wait_for_children(start, stop)
-        self.windows.append((start, stop, item.nodeid, call.when))
         records = self._take(start, stop)
-        kills = self.kills.read()
+        kills = self.kills.read() if self.watched else []
+        for k in kills:
+            self.watched.discard(k.get("pid"))
         marker = item.get_closest_marker("forkaudit")
         enabled = marker is None or marker.kwargs.get("enabled", marker.args[0] if marker.args else True)
         hazardous = []
@@ -206,6 +236,7 @@ class Audit:
         pids = {r.get("pid") for r in records}
         mine = [k for k in kills if k.get("pid") in pids]
         self.killed.extend(kills)
+        self._forget_dead()
         if not hazardous or not enabled:
             return
         self.hazardous += len(hazardous)
@@ -218,6 +249,17 @@ class Audit:
             report.longrepr = text
         else:
             report.sections.append(("forkaudit", text))
+
+    def _forget_dead(self):
+        for pid in list(self.watched):
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    data = f.read()
+            except OSError:
+                self.watched.discard(pid)
+                continue
+            if data[data.rfind(")") + 2:][:1] in ("Z", "X"):
+                self.watched.discard(pid)
 
     def _text(self, hazardous, kills, when):
         parts = ["forkaudit: %d hazardous fork%s during this test's %s" % (
@@ -256,7 +298,9 @@ class Audit:
             forkaudit.install(self.previous.policy, self.previous.json_path, self.previous.scan)
         else:
             forkaudit.uninstall()
-        if self.watcher.poll() is None:
-            self.watcher.kill()
-        self.watcher.wait()
+        try:
+            os.kill(self.watcher, signal.SIGKILL)
+            os.waitpid(self.watcher, 0)
+        except OSError:
+            pass
         shutil.rmtree(self.dir, ignore_errors=True)
