@@ -96,11 +96,17 @@ def native_place(tid, maps):
     library of its current instruction. Needs the thread asleep in a system call."""
     from .. import native
     out = {"library": None, "function": None, "pc_library": None, "how": None}
-    try:
-        with open("/proc/self/task/%d/syscall" % tid) as f:
-            fields = f.read().split()
-    except OSError:
-        return out
+    fields = []
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # a running thread has no readable stack: catch it in a system call
+        try:
+            with open("/proc/self/task/%d/syscall" % tid) as f:
+                fields = f.read().split()
+        except OSError:
+            return out
+        if len(fields) >= 3:
+            break
+        time.sleep(0.002)
     if len(fields) < 3 or fields[0] == "running":
         out["how"] = "running (no stack to read)"
         return out
