@@ -99,13 +99,7 @@ class Audit:
         self.active = True
         self.previous = forkaudit.installed()
         self.saved_env = {k: os.environ.get(k) for k in ("FORKAUDIT", "FORKAUDIT_JSON")}
-        clean_env = {k: v for k, v in os.environ.items() if not k.startswith("FORKAUDIT")}
-        watcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_childwatch.py")
-        # -I -S: the watcher needs only the standard library; posix_spawn: no Python at-fork hook
-        self.watcher = os.posix_spawn(
-            sys.executable, [sys.executable, "-I", "-S", watcher, self.report, self.kills_path,
-                             repr(self.timeout), str(self.me)],
-            clean_env)
+        self.watcher = None      # started at the first sign of a fork (see _start_watcher)
         forkaudit.install(policy="record", json_path=self.report)
         os.environ["FORKAUDIT"] = "record"
         os.environ["FORKAUDIT_JSON"] = self.report
@@ -114,6 +108,23 @@ class Audit:
     def _forked(self):
         if self.active and os.getpid() == self.me:
             self.fork_times.append(time.time())
+            if self.watcher is None:
+                self._start_watcher()
+
+    def _start_watcher(self):
+        """The hung-child watcher: a process, started when this session first forks (from the
+        plugin's own after-in-parent hook) or its report file first grows (a process a test
+        started forked), so a suite that never forks does not pay for it. posix_spawn runs no
+        Python at-fork hook; -I -S: it needs only the standard library."""
+        try:
+            clean_env = {k: v for k, v in os.environ.items() if not k.startswith("FORKAUDIT")}
+            watcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_childwatch.py")
+            self.watcher = os.posix_spawn(
+                sys.executable, [sys.executable, "-I", "-S", watcher, self.report, self.kills_path,
+                                 repr(self.timeout), str(self.me)], clean_env)
+        except OSError as e:
+            self.watcher = 0
+            sys.stderr.write("forkaudit: cannot start the hung-child watcher (%s)\n" % e)
 
     # --- reading and attributing records ---------------------------------------------------
     def _collect(self):
@@ -220,6 +231,8 @@ class Audit:
         self.windows.append((start, stop))
         if self._quiet_since_last_check():
             return
+        if self.watcher is None:
+            self._start_watcher()
         report = outcome.get_result()
         self._wait_for_children(start, stop)
         records = self._take(start, stop)
@@ -298,9 +311,10 @@ class Audit:
             forkaudit.install(self.previous.policy, self.previous.json_path, self.previous.scan)
         else:
             forkaudit.uninstall()
-        try:
-            os.kill(self.watcher, signal.SIGKILL)
-            os.waitpid(self.watcher, 0)
-        except OSError:
-            pass
+        if self.watcher:
+            try:
+                os.kill(self.watcher, signal.SIGKILL)
+                os.waitpid(self.watcher, 0)
+            except OSError:
+                pass
         shutil.rmtree(self.dir, ignore_errors=True)
