@@ -2,13 +2,13 @@
 import argparse
 import sys
 
-from .commands import report, run
+from .commands import doctor, imports, report, run
 
 
 def parser():
     ap = argparse.ArgumentParser(prog="forkaudit", description="Explain fork-after-threads deadlocks.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (run, report):
+    for module in (run, report, imports, doctor):
         module.add_parser(sub)
     return ap
 

@@ -1,0 +1,320 @@
+"""The active part of the pytest plugin (see pytest_plugin.py); imported only when enabled."""
+import datetime
+import fnmatch
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+import pytest
+
+import forkaudit
+from . import render
+
+POLL = 0.01
+
+
+def summary_line(hazardous, tests, audited, killed=0, late=0):
+    line = "forkaudit: %d hazardous fork%s in %d test%s; %d fork%s audited" % (
+        hazardous, "" if hazardous == 1 else "s", tests, "" if tests == 1 else "s",
+        audited, "" if audited == 1 else "s")
+    if killed:
+        line += "; %d hung child%s killed" % (killed, "" if killed == 1 else "ren")
+    if late:
+        line += "; %d hazardous record%s arrived after its test ended" % (late, "" if late == 1 else "s")
+    return line
+
+
+def record_time(rec):
+    try:
+        return datetime.datetime.strptime(rec["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class Tail:
+    """New complete lines of a file, read with raw os calls (offset kept between reads)."""
+
+    def __init__(self, path):
+        self.path, self.offset, self.partial = path, 0, b""
+
+    def read(self):
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return []
+        try:
+            os.lseek(fd, self.offset, 0)
+            while True:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                self.offset += len(chunk)
+                self.partial += chunk
+        finally:
+            os.close(fd)
+        *lines, self.partial = self.partial.split(b"\n")
+        out = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+
+class Audit:
+    def __init__(self, config, policy):
+        self.config = config
+        self.policy = policy
+        self.ignore = [p for p in config.getini("forkaudit_ignore") if p.strip()]
+        try:
+            self.timeout = float(config.getini("forkaudit_child_timeout"))
+        except ValueError:
+            raise pytest.UsageError("forkaudit_child_timeout must be a number of seconds") from None
+        self.dir = tempfile.mkdtemp(prefix="forkaudit-pytest-")
+        self.report = os.path.join(self.dir, "forks.jsonl")
+        self.kills_path = os.path.join(self.dir, "killed.jsonl")
+        self.records = Tail(self.report)
+        self.kills = Tail(self.kills_path)
+        self.pending = []        # child records not yet attributed
+        self.windows = []        # (start, stop, nodeid, phase) of every phase run so far
+        self.fork_times = []     # when this process forked (after_in_parent)
+        self.audited = 0
+        self.seen_pids = set()
+        self.watched = set()     # pids of hazardous children that may still be killed
+        self.window_start = 0.0
+        self.hazardous = 0       # hazardous forks that counted against a test
+        self.tests = set()       # nodeids with a hazardous fork
+        self.killed = []
+        self.late = 0
+        self.warn = []           # (nodeid, text) under policy warn
+        self.me = os.getpid()
+        self.active = True
+        self.previous = forkaudit.installed()
+        self.saved_env = {k: os.environ.get(k) for k in ("FORKAUDIT", "FORKAUDIT_JSON")}
+        self.watcher = None      # started at the first sign of a fork (see _start_watcher)
+        forkaudit.install(policy="record", json_path=self.report)
+        os.environ["FORKAUDIT"] = "record"
+        os.environ["FORKAUDIT_JSON"] = self.report
+        os.register_at_fork(after_in_parent=self._forked)  # forever: it checks self.active
+
+    def _forked(self):
+        if self.active and os.getpid() == self.me:
+            self.fork_times.append(time.time())
+            if self.watcher is None:
+                self._start_watcher()
+
+    def _start_watcher(self):
+        """The hung-child watcher: a process, started when this session first forks (from the
+        plugin's own after-in-parent hook) or its report file first grows (a process a test
+        started forked), so a suite that never forks does not pay for it. posix_spawn runs no
+        Python at-fork hook; -I -S: it needs only the standard library."""
+        try:
+            clean_env = {k: v for k, v in os.environ.items() if not k.startswith("FORKAUDIT")}
+            watcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_childwatch.py")
+            self.watcher = os.posix_spawn(
+                sys.executable, [sys.executable, "-I", "-S", watcher, self.report, self.kills_path,
+                                 repr(self.timeout), str(self.me)], clean_env)
+        except OSError as e:
+            self.watcher = 0
+            sys.stderr.write("forkaudit: cannot start the hung-child watcher (%s)\n" % e)
+
+    # --- reading and attributing records ---------------------------------------------------
+    def _collect(self):
+        for rec in self.records.read():
+            if rec.get("side") == "child" and rec.get("forkaudit") == 1:
+                self.audited += 1
+                self.pending.append(rec)
+                self.seen_pids.add(rec.get("pid"))
+                if rec.get("hazards"):
+                    self.watched.add(rec.get("pid"))  # the watcher may kill it: read its kill notes
+
+    def _take(self, start, stop):
+        """Records of forks made in [start, stop] (and leave the others pending)."""
+        mine, rest = [], []
+        for rec in self.pending:
+            t = record_time(rec)
+            (mine if t is not None and start <= t <= stop else rest).append(rec)
+        self.pending = rest
+        return mine
+
+    def _children_without_record(self):
+        """Live (not zombie) forked children of this process (same command line) that have
+        not written a record yet, or None when /proc does not list children."""
+        pids = set()
+        try:
+            for tid in os.listdir("/proc/self/task"):
+                with open("/proc/self/task/%s/children" % tid) as f:
+                    pids.update(int(p) for p in f.read().split())
+        except (OSError, ValueError):
+            return None
+        out = []
+        with open("/proc/self/cmdline", "rb") as f:
+            me = f.read()
+        for pid in pids - self.seen_pids - {self.watcher}:
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    if f.read() != me:
+                        continue  # exec'd (subprocess): not a forked copy of this process
+                with open("/proc/%d/stat" % pid) as f:
+                    data = f.read()
+            except OSError:
+                continue
+            if data[data.rfind(")") + 2:][:1] not in ("Z", "X"):
+                out.append(pid)
+        return out
+
+    def _wait_for_children(self, start, stop):
+        """Until every fork this process made in the window has its child's record, the
+        children without one have died (killed before their audit finished), or timeout."""
+        expected = sum(1 for t in self.fork_times if start <= t <= stop + 0.001)
+        self.fork_times = [t for t in self.fork_times if t > stop + 0.001]
+        self._collect()
+        if not expected:
+            return
+        deadline = time.monotonic() + self.timeout
+        while True:
+            found = sum(1 for r in self.pending if r.get("parent_pid") == self.me
+                        and (record_time(r) or 0) >= start - 0.001)
+            if found >= expected or time.monotonic() >= deadline:
+                return
+            if self._children_without_record() == []:
+                return
+            time.sleep(POLL)
+            self._collect()
+
+    def _ignored(self, h):
+        if not self.ignore:
+            return False
+        obj = h.get("object") or {}
+        owner = h.get("owner") or {}
+        names = [obj.get("path"), h.get("symbol"), h.get("library"), owner.get("name")]
+        return any(n and fnmatch.fnmatchcase(n, p) for n in names for p in self.ignore)
+
+    def _late(self):
+        """At the end: pending records whose fork happened during a test's phase came too late
+        to fail that test; they are counted in the summary."""
+        for rec in self.pending:
+            t = record_time(rec)
+            if t is not None and any(s <= t <= e for s, e in self.windows) \
+                    and any(not self._ignored(h) for h in rec.get("hazards", [])):
+                self.late += 1
+        self.pending = []
+
+    # --- hooks ------------------------------------------------------------------------------
+    def _quiet_since_last_check(self):
+        """Nothing to read: no fork here since the last check, the report file did not grow,
+        and no hazardous child is being watched (the fast path of a suite that never forks)."""
+        if self.fork_times or self.watched:
+            return False
+        try:
+            return os.stat(self.report).st_size == self.records.offset
+        except OSError:
+            return True
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        if call.when == "setup":
+            self.window_start = call.start  # checked with the call (or, if setup failed, the teardown)
+            if outcome.get_result().passed:
+                return
+        start, stop = self.window_start, call.stop
+        self.window_start = stop
+        self.windows.append((start, stop))
+        if self._quiet_since_last_check():
+            return
+        if self.watcher is None:
+            self._start_watcher()
+        report = outcome.get_result()
+        self._wait_for_children(start, stop)
+        records = self._take(start, stop)
+        kills = self.kills.read() if self.watched else []
+        for k in kills:
+            self.watched.discard(k.get("pid"))
+        marker = item.get_closest_marker("forkaudit")
+        enabled = marker is None or marker.kwargs.get("enabled", marker.args[0] if marker.args else True)
+        hazardous = []
+        for rec in records:
+            hz = [h for h in rec.get("hazards", []) if not self._ignored(h)]
+            if hz:
+                hazardous.append(dict(rec, hazards=hz))
+        pids = {r.get("pid") for r in records}
+        mine = [k for k in kills if k.get("pid") in pids]
+        self.killed.extend(kills)
+        self._forget_dead()
+        if not hazardous or not enabled:
+            return
+        self.hazardous += len(hazardous)
+        self.tests.add(item.nodeid)
+        text = self._text(hazardous, mine, call.when)
+        if self.policy == "warn":
+            self.warn.append((item.nodeid, text))
+        elif report.passed:
+            report.outcome = "failed"
+            report.longrepr = text
+        else:
+            report.sections.append(("forkaudit", text))
+
+    def _forget_dead(self):
+        for pid in list(self.watched):
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    data = f.read()
+            except OSError:
+                self.watched.discard(pid)
+                continue
+            if data[data.rfind(")") + 2:][:1] in ("Z", "X"):
+                self.watched.discard(pid)
+
+    def _text(self, hazardous, kills, when):
+        parts = ["forkaudit: %d hazardous fork%s during this test's %s" % (
+            len(hazardous), "" if len(hazardous) == 1 else "s", when)]
+        for k in kills:
+            parts.append("child %s hung (%s %.1f s after its record) and was killed by forkaudit (SIGKILL)"
+                         % (k["pid"], k.get("reason"), k.get("after") or 0))
+        for rec in hazardous:
+            parts.append(render.text(rec).rstrip("\n"))
+        return "\n\n".join(parts) + "\n"
+
+    def pytest_sessionfinish(self, session):
+        self._collect()
+        self._late()
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:
+            workeroutput["forkaudit"] = {"hazardous": self.hazardous, "tests": sorted(self.tests),
+                                         "audited": self.audited, "killed": len(self.killed),
+                                         "late": self.late, "warn": self.warn}
+
+    def pytest_terminal_summary(self, terminalreporter):
+        for nodeid, text in self.warn:
+            terminalreporter.write_sep("-", "forkaudit: hazardous fork in %s" % nodeid)
+            terminalreporter.write(text)
+        terminalreporter.write_line(summary_line(self.hazardous, len(self.tests), self.audited,
+                                                 len(self.killed), self.late))
+
+    def pytest_unconfigure(self, config):
+        self.active = False
+        for k, v in self.saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if self.previous is not None:
+            forkaudit.install(self.previous.policy, self.previous.json_path, self.previous.scan)
+        else:
+            forkaudit.uninstall()
+        if self.watcher:
+            try:
+                os.kill(self.watcher, signal.SIGKILL)
+                os.waitpid(self.watcher, 0)
+            except OSError:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
