@@ -44,12 +44,12 @@ class Settings:
     show_keys: bool = False
 
 
-def shown(value):
-    """repr(value), cut to about SHOWN_CHARS characters: a 100 KB bad value is not echoed whole."""
+def shown(value, limit=SHOWN_CHARS):
+    """repr(value), cut to about `limit` characters: a 100 KB bad value is not echoed whole."""
     text = repr(value)
-    if len(text) <= SHOWN_CHARS:
+    if len(text) <= limit:
         return text
-    return "%s... (%d characters)" % (text[:SHOWN_CHARS - 12], len(value))
+    return "%s... (%d characters)" % (text[:max(limit - 12, 8)], len(value))
 
 
 def check_policy(value):
@@ -86,9 +86,12 @@ def check_json_path(path):
     return path
 
 
+PATH_CHARS = 200  # paths are worth more characters than other values
+
+
 def shown_path(path):
-    """A path for a message: whole when short, else shortened like shown()."""
-    return path if len(path) <= SHOWN_CHARS and path.isprintable() else shown(path)
+    """A path for a message: as it is when printable and not too long, else shortened like shown()."""
+    return path if len(path) <= PATH_CHARS and path.isprintable() else shown(path, PATH_CHARS)
 
 
 def parse_show_keys(value, name="FORKAUDIT_SHOW_KEYS"):
