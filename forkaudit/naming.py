@@ -68,7 +68,7 @@ SHOW_KEYS = False
 KEY_CHARS = 32
 _KEY_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _KEY_REST = _KEY_FIRST | frozenset("0123456789.-")
-_TYPE_NAME = type.__dict__["__qualname__"]  # a type's own name, without its metaclass' hooks
+_TYPE_NAME = type.__dict__["__name__"]  # a type's own name, without its metaclass' hooks
 try:  # the interpreter's own SHA-256 (HACL*): no OpenSSL, whose locks may be held in the child
     from _sha2 import sha256 as _sha256
 except ImportError:
