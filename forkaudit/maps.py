@@ -21,7 +21,8 @@ class Maps:
     def read(cls, path="/proc/self/maps"):
         out = []
         try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as f:  # file names are bytes
+            # file names are bytes, and may hold a "\r" (only "\n" is escaped by the kernel)
+            with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
                 for line in f:
                     parts = line.split(None, 5)
                     if len(parts) < 5:

@@ -184,7 +184,7 @@ for i in "${!PYS[@]}"; do
   # install: a fresh venv with the wheel and the test requirements, and a check that
   # `import forkaudit` outside the tree loads the installed package (with its _shim)
   if ! "$py" -m venv "$venv" </dev/null \
-     || ! "$venv/bin/python" -m pip install -q "$WHEEL" pytest jsonschema </dev/null \
+     || ! "$venv/bin/python" -m pip install -q "$WHEEL" pytest jsonschema hypothesis </dev/null \
      || ! where=$(cd "$RUN" && "$venv/bin/python" -c 'import forkaudit, forkaudit._shim; print(forkaudit.__file__)') \
      || [[ $where != "$venv"/* ]]; then
     echo "test-all: installing the wheel into a Python $name venv failed${where:+ (forkaudit from $where)}" >&2

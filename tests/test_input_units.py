@@ -275,6 +275,8 @@ BAD_LINES = [
     (bad(pid=True), '"pid" is a boolean'),
     (bad(forking_thread="t"), '"forking_thread" is a string'),
     (bad(forkaudit=2), "format version 2 is not supported"),
+    (bad(hazards=[dict(GOOD["hazards"][0], object={"type": 5})]), "hazards[0].object.type is an integer"),
+    (bad(reinitialized=[dict(GOOD["hazards"][0], held_at=[{"line": "3"}])]), "reinitialized[0].held_at[0].line"),
     (b'{"hello": 1}', 'no "forkaudit" key'),
     (b"[1, 2]", "an array, not a forkaudit record"),
     (b"not json at all", "not JSON"),

@@ -84,8 +84,9 @@ def _entry_problem(h, where):
     for key in ("kind", "address", "library", "symbol", "why", "by"):
         if not _is(h.get(key), (str,), nullable=True):
             return "%s.%s is %s, not a string" % (where, key, _type_name(h.get(key)))
-    if h.get("object") and not _is(h["object"].get("path"), (str,), nullable=True):
-        return "%s.object.path is %s, not a string" % (where, _type_name(h["object"].get("path")))
+    for key in ("path", "type"):
+        if h.get("object") and not _is(h["object"].get(key), (str,), nullable=True):
+            return "%s.object.%s is %s, not a string" % (where, key, _type_name(h["object"].get(key)))
     if h.get("held_at") is not None:
         return _frames_problem(h["held_at"], where + ".held_at")
     return None
