@@ -39,6 +39,12 @@ MODULES = ('import sys; fa = sys.modules.get("forkaudit")\n'
            'print(fa is not None, fa is not None and fa.installed() is not None)\n')
 
 HUGE = "x" * 100000
+
+
+def short_id(value):
+    """Test ids: a huge value is named by its size, not printed whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else "%s...(%d chars)" % (text[:20], len(text))
 NOT_UTF8 = b"r\xff\xfecord"
 
 
@@ -129,14 +135,14 @@ def test_control_on_value_imports_and_checks():
     ("FORKAUDIT_SCAN", "most"), ("FORKAUDIT_SCAN", HUGE), ("FORKAUDIT_SCAN", b"\xff"),
     ("FORKAUDIT_SHOW_KEYS", "maybe"), ("FORKAUDIT_SHOW_KEYS", HUGE), ("FORKAUDIT_SHOW_KEYS", b"\xc3"),
     ("FORKAUDIT_JSON", "/tmp/" + HUGE), ("FORKAUDIT_JSON", "/nonexistent/" + "\n" * 3 + "r.jsonl"),
-])
+], ids=short_id)
 def test_a_bad_value_is_one_short_line_and_the_program_runs_unaudited(var, value, tmp_path):
     env = {"FORKAUDIT": "record", "FORKAUDIT_JSON": str(tmp_path / "r.jsonl")}
     env[var] = value
     result = run(PROGRAM, env)
     same_as_without(result, lines=1)
     assert "running unaudited" in result.ours[0]
-    assert result.ours[0].count("x") < 100
+    assert result.ours[0].count("x") < 300
     assert records(tmp_path / "r.jsonl") == []
 
 
@@ -478,12 +484,12 @@ def forkaudit_cli(*args, env=None, timeout=TIMEOUT):
     (["--scan", HUGE], "scan must be one of"), (["--scan", "most"], "scan must be one of"),
     (["--json", "/tmp/" + HUGE], "cannot write the report file"), (["--json", "/dev/full"], "character device"),
     (["--policy", os.fsdecode(b"\xff\xfe")], "policy must be one of"),
-])
+], ids=short_id)
 def test_run_refuses_bad_options_in_short_words(args, words):
     result = forkaudit_cli("run", *args, "--", sys.executable, "-c", "print('ran')")
     assert result.returncode == 2 and result.stdout == b"", result
     assert words in result.stderr and len(result.stderr) < 1500, result
-    assert result.stderr.count("x") < 100
+    assert result.stderr.count("x") < 300
 
 
 def test_run_control_and_show_keys(tmp_path):
@@ -494,7 +500,8 @@ def test_run_control_and_show_keys(tmp_path):
     assert len(records(report)) == 3
 
 
-@pytest.mark.parametrize("args", [["/nonexistent/" + HUGE], ["--pid", "x", "r"], [os.fsdecode(b"/tmp/\xff/none")]])
+@pytest.mark.parametrize("args", [["/nonexistent/" + HUGE], ["--pid", "x", "r"], [os.fsdecode(b"/tmp/\xff/none")]],
+                         ids=short_id)
 def test_report_refuses_bad_arguments_in_short_words(args):
     result = forkaudit_cli("report", *args)
     assert result.returncode == 2 and len(result.stderr) < 1500, result
