@@ -131,13 +131,18 @@ def secure_execution():
         return False
     finally:
         os.close(fd)
-    word = 8 if sys.maxsize > 2 ** 32 else 4
+    return auxv_secure(data)
+
+
+def auxv_secure(data, word=8 if sys.maxsize > 2 ** 32 else 4, byteorder=sys.byteorder):
+    """AT_SECURE from the bytes of /proc/self/auxv: (type, value) pairs of native words, ending
+    with AT_NULL."""
     for i in range(0, len(data) - 2 * word + 1, 2 * word):
-        key = int.from_bytes(data[i:i + word], sys.byteorder)
+        key = int.from_bytes(data[i:i + word], byteorder)
         if key == 0:
             break
         if key == AT_SECURE:
-            return int.from_bytes(data[i + word:i + 2 * word], sys.byteorder) != 0
+            return int.from_bytes(data[i + word:i + 2 * word], byteorder) != 0
     return False
 
 

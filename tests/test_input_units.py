@@ -57,6 +57,15 @@ def test_secure_execution_is_false_here_and_read_from_auxv():
         assert len(f.read()) > 0  # so secure_execution did read something to decide
 
 
+def test_auxv_secure_reads_the_at_secure_entry():
+    def auxv(*pairs):
+        return b"".join(k.to_bytes(8, sys.byteorder) + v.to_bytes(8, sys.byteorder) for k, v in pairs)
+    assert settings.auxv_secure(auxv((6, 4096), (23, 1), (0, 0)), word=8) is True
+    assert settings.auxv_secure(auxv((6, 4096), (23, 0), (0, 0)), word=8) is False
+    assert settings.auxv_secure(auxv((6, 4096), (0, 0), (23, 1)), word=8) is False  # after AT_NULL
+    assert settings.auxv_secure(b"\x17\x00", word=8) is False  # truncated
+
+
 def test_environment_ignored_follows_sys_flags():
     code = "from forkaudit import settings; print(settings.environment_ignored())"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORKAUDIT")}
