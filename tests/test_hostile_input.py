@@ -484,6 +484,7 @@ def forkaudit_cli(*args, env=None, timeout=TIMEOUT):
     (["--scan", HUGE], "scan must be one of"), (["--scan", "most"], "scan must be one of"),
     (["--json", "/tmp/" + HUGE], "cannot write the report file"), (["--json", "/dev/full"], "character device"),
     (["--policy", os.fsdecode(b"\xff\xfe")], "policy must be one of"),
+    (["--json", ""], "the report path is empty"), (["--" + HUGE], "unrecognized arguments"),
 ], ids=short_id)
 def test_run_refuses_bad_options_in_short_words(args, words):
     result = forkaudit_cli("run", *args, "--", sys.executable, "-c", "print('ran')")
@@ -500,8 +501,14 @@ def test_run_control_and_show_keys(tmp_path):
     assert len(records(report)) == 3
 
 
-@pytest.mark.parametrize("args", [["/nonexistent/" + HUGE], ["--pid", "x", "r"], [os.fsdecode(b"/tmp/\xff/none")]],
-                         ids=short_id)
+@pytest.mark.parametrize("args", [["/nonexistent/" + HUGE], ["--pid", "x", "r"], [os.fsdecode(b"/tmp/\xff/none")],
+                                  ["--pid", "9" * 100000, "r"], ["r", "--" + HUGE], [""]], ids=short_id)
 def test_report_refuses_bad_arguments_in_short_words(args):
     result = forkaudit_cli("report", *args)
+    assert result.returncode == 2 and len(result.stderr) < 1500, result
+    assert result.stdout == b"" and "Traceback" not in result.stderr, result
+
+
+def test_a_huge_unknown_command_is_refused_in_short_words():
+    result = forkaudit_cli("x" * 100000)
     assert result.returncode == 2 and len(result.stderr) < 1500, result

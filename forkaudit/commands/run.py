@@ -52,7 +52,7 @@ def environment(args):
         env["FORKAUDIT_SHOW_KEYS"] = "1"
     else:
         env.pop("FORKAUDIT_SHOW_KEYS", None)
-    if args.json:
+    if args.json is not None:  # an empty --json "" is refused, not taken as "no report"
         env["FORKAUDIT_JSON"] = check_json_path(args.json)
     else:
         env.pop("FORKAUDIT_JSON", None)
