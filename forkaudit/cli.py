@@ -4,9 +4,21 @@ import sys
 
 from .commands import doctor, imports, report, run
 
+MESSAGE_CHARS = 300
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error never echoes a huge argument whole (subcommands use it too)."""
+
+    def error(self, message):
+        message = " ".join(message.split())
+        if len(message) > MESSAGE_CHARS:
+            message = "%s... (%d characters)" % (message[:MESSAGE_CHARS], len(message))
+        super().error(message)
+
 
 def parser():
-    ap = argparse.ArgumentParser(prog="forkaudit", description="Explain fork-after-threads deadlocks.")
+    ap = Parser(prog="forkaudit", description="Explain fork-after-threads deadlocks.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     for module in (run, report, imports, doctor):
         module.add_parser(sub)

@@ -16,7 +16,7 @@ import threading
 import warnings
 
 from . import event as event_mod
-from . import heldby, locktypes, native, policy, pylocks, render, sink, threads
+from . import heldby, locktypes, naming, native, policy, pylocks, render, sink, threads
 from .errors import ForkHazardError, ForkHazardWarning
 from .settings import make
 
@@ -236,6 +236,7 @@ def activate(settings):
     if not native.available and settings.scan != "off" and not _told_no_c_level:
         _tell_no_c_level()
     _patch_fork()
+    naming.SHOW_KEYS = settings.show_keys
     _settings = settings
     return settings
 
@@ -249,9 +250,9 @@ def _tell_no_c_level():
     sink.say("C-level lock detection is off (%s); Python-level locks are still audited" % native.reason)
 
 
-def install(policy="warn", json_path=None, scan="full"):
+def install(policy="warn", json_path=None, scan="full", show_keys=False):
     """Audit every fork of this process from now on. Calling it again changes the settings."""
-    return activate(make(policy, json_path, scan))
+    return activate(make(policy, json_path, scan, show_keys))
 
 
 def uninstall():

@@ -21,14 +21,18 @@ class Maps:
     def read(cls, path="/proc/self/maps"):
         out = []
         try:
-            with open(path) as f:
+            # file names are bytes, and may hold a "\r" (only "\n" is escaped by the kernel)
+            with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
                 for line in f:
                     parts = line.split(None, 5)
                     if len(parts) < 5:
                         continue
-                    lo, hi = parts[0].split("-")
-                    out.append(Mapping(int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16),
-                                       parts[5].strip() if len(parts) > 5 else ""))
+                    try:
+                        lo, hi = parts[0].split("-")
+                        out.append(Mapping(int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16),
+                                           parts[5].strip() if len(parts) > 5 else ""))
+                    except ValueError:  # not a line of the kernel's format: skip it
+                        continue
         except OSError:
             pass
         return cls(out)

@@ -60,10 +60,52 @@ def _type_layout(t):
     return _layout[t]
 
 
-def _key_text(key):
-    if isinstance(key, (str, int, bytes, float, bool)) or key is None:
+# Dict keys on a path (privacy): short identifier-like strings, ints, bools and None are shown;
+# any other key (a URL with a password, a token, a file path) is shown by type and a short hash,
+# [<str #1a2b3c>], unless the user asked for keys whole (FORKAUDIT_SHOW_KEYS=1, run --show-keys).
+# Exact type checks only: the walk runs in the child and must never call a key's own methods.
+SHOW_KEYS = False
+KEY_CHARS = 32
+_KEY_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_KEY_REST = _KEY_FIRST | frozenset("0123456789.-")
+_TYPE_NAME = type.__dict__["__name__"]  # a type's own name, without its metaclass' hooks
+try:  # the interpreter's own SHA-256 (HACL*): no OpenSSL, whose locks may be held in the child
+    from _sha2 import sha256 as _sha256
+except ImportError:
+    try:
+        from _sha256 import sha256 as _sha256
+    except ImportError:  # pragma: no cover - a build without them
+        from hashlib import sha256 as _sha256
+
+
+def _digest(data):
+    return _sha256(data).hexdigest()[:6]
+
+
+def _identifier_like(key):
+    return 0 < len(key) <= KEY_CHARS and key[0] in _KEY_FIRST and all(c in _KEY_REST for c in key)
+
+
+def _key_text(key, show=None):
+    """The step of a path through a dict key: ['db'], [3], [None], or [<str #1a2b3c>]."""
+    show = SHOW_KEYS if show is None else show
+    t = type(key)
+    if t is str:
+        if show or _identifier_like(key):
+            return "[%r]" % (key,)
+        return "[<str #%s>]" % _digest(key.encode("utf-8", "surrogatepass"))
+    if t is bool or key is None:
         return "[%r]" % (key,)
-    return None
+    if t is int:
+        if -10 ** 18 < key < 10 ** 18:
+            return "[%d]" % key
+        data = key.to_bytes((key.bit_length() + 8) // 8, "little", signed=True)
+        return "[<int #%s>]" % _digest(data)
+    if t is float or t is bytes:
+        if show:
+            return "[%r]" % (key,)
+        return "[<%s #%s>]" % (t.__name__, _digest(repr(key).encode()))
+    return "[<%s>]" % _TYPE_NAME.__get__(t)
 
 
 def _children(obj):

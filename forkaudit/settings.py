@@ -3,13 +3,25 @@
 Environment variables (read at interpreter start by the .pth hook, or by
 ``forkaudit run``, which sets them for the program it runs):
 
-  FORKAUDIT       1 | warn | record | abort | raise   (1 means warn)
-  FORKAUDIT_JSON  path of a JSON-lines report file (appended to)
-  FORKAUDIT_SCAN  full | libs | off                    (default full)
+  FORKAUDIT            1 | warn | record | abort | raise   (1 means warn)
+                       0 | false | off | no | empty (any case): off, silently
+  FORKAUDIT_JSON       path of a JSON-lines report file (appended to; a regular
+                       file owned by this user and not writable by others)
+  FORKAUDIT_SCAN       full | libs | off                    (default full)
   FORKAUDIT_SCAN_BUDGET_MS  wall time of the child-side C scan, ms (default 200; 0: none)
   FORKAUDIT_SCAN_BUDGET_MB  bytes it reads, MiB                    (default 2048; 0: none)
+  FORKAUDIT_SHOW_KEYS  1 | true | on | yes: show dict keys on object paths whole
+                       (default: keys that are not short identifier-like strings
+                       or numbers are shown by type and a short hash)
+
+Like CPython's own PYTHON* variables, these are ignored under ``python -E`` and
+``-I`` and in a process that gained privileges at exec (setuid, setgid, file
+capabilities: the kernel's AT_SECURE).
+
+A bad value is echoed shortened (at most about 60 characters).
 """
 import os
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -17,7 +29,13 @@ from .errors import SettingsError
 
 POLICIES = ("warn", "record", "abort", "raise")
 SCANS = ("full", "libs", "off")
+# FORKAUDIT values that mean "off" (after strip() and lower()); forkaudit.pth repeats this list
+# so that a process with forkaudit off imports nothing (a test checks the two agree).
+OFF_VALUES = ("", "0", "false", "off", "no")
+YES_VALUES = ("1", "true", "on", "yes")
 ABORT_STATUS = 86  # exit status of a child stopped by the 'abort' policy
+SHOWN_CHARS = 60   # a bad value is echoed in at most about this many characters
+AT_SECURE = 23     # <elf.h>: auxv entry, non-zero when the process gained privileges at exec
 
 
 @dataclass(frozen=True)
@@ -32,60 +50,144 @@ class Settings:
     # machine the byte budget ends first, on a loaded one the time budget).
     scan_budget_ms: int = 200
     scan_budget_mb: int = 2048
+    show_keys: bool = False
+
+
+def shown(value, limit=SHOWN_CHARS):
+    """repr(value), cut to about `limit` characters: a 100 KB bad value is not echoed whole."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return "%s... (%d characters)" % (text[:max(limit - 12, 8)], len(value))
 
 
 def check_policy(value):
     if value not in POLICIES:
-        raise SettingsError("policy must be one of %s, not %r" % (", ".join(POLICIES), value))
+        raise SettingsError("policy must be one of %s, not %s" % (", ".join(POLICIES), shown(value)))
     return value
 
 
 def check_scan(value):
     if value not in SCANS:
-        raise SettingsError("scan must be one of %s, not %r" % (", ".join(SCANS), value))
+        raise SettingsError("scan must be one of %s, not %s" % (", ".join(SCANS), shown(value)))
     return value
 
 
 def check_json_path(path):
     """Validate a report path now, so a bad one is one line at start-up, not a lost report.
 
-    The file is opened the way the child will open it (append, create 0600,
-    never through a symlink) and closed again. Returns the absolute path.
+    The file is opened exactly the way each child opens it (sink.open_report: append,
+    create 0600, never through a symlink, never blocking, a regular file of this user
+    that nobody else can write) and closed again. Returns the absolute path.
     """
     if path is None:
         return None
     if not path:
         raise SettingsError("the report path is empty")
+    if "\0" in path:
+        raise SettingsError("the report path %s contains a NUL character" % shown(path))
+    from . import sink
     path = os.path.abspath(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        raise SettingsError("cannot write the report file %s: %s" % (path, e.strerror or e)) from None
-    os.close(fd)
+        sink.check_report_path(path)
+    except sink.ReportPathError as e:
+        raise SettingsError("cannot write the report file %s: %s" % (shown_path(path), e)) from None
     return path
 
 
-def make(policy="warn", json_path=None, scan="full"):
-    return Settings(check_policy(policy), check_json_path(json_path), check_scan(scan))
+PATH_CHARS = 200  # paths are worth more characters than other values
+
+
+def shown_path(path):
+    """A path for a message: as it is when printable and not too long, else shortened like shown()."""
+    return path if len(path) <= PATH_CHARS and path.isprintable() else shown(path, PATH_CHARS)
+
+
+def parse_show_keys(value, name="FORKAUDIT_SHOW_KEYS"):
+    v = value.strip().lower()
+    if v in YES_VALUES:
+        return True
+    if v in OFF_VALUES:
+        return False
+    raise SettingsError("%s must be 1, true, on, yes or 0, false, off, no; got %s" % (name, shown(value)))
+
+
+def make(policy="warn", json_path=None, scan="full", show_keys=False):
+    return Settings(check_policy(policy), check_json_path(json_path), check_scan(scan), show_keys=bool(show_keys))
+
+
+def secure_execution():
+    """True in a process that gained privileges at exec (the kernel's AT_SECURE): setuid or
+    setgid programs, file capabilities. Like glibc's secure_getenv, it then ignores the
+    environment."""
+    try:
+        if os.getuid() != os.geteuid() or os.getgid() != os.getegid():
+            return True
+    except AttributeError:  # not POSIX
+        return False
+    try:
+        fd = os.open("/proc/self/auxv", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        data = b""
+        while True:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return auxv_secure(data)
+
+
+def auxv_secure(data, word=8 if sys.maxsize > 2 ** 32 else 4, byteorder=sys.byteorder):
+    """AT_SECURE from the bytes of /proc/self/auxv: (type, value) pairs of native words, ending
+    with AT_NULL."""
+    for i in range(0, len(data) - 2 * word + 1, 2 * word):
+        key = int.from_bytes(data[i:i + word], byteorder)
+        if key == 0:
+            break
+        if key == AT_SECURE:
+            return int.from_bytes(data[i + word:i + 2 * word], byteorder) != 0
+    return False
+
+
+def environment_ignored():
+    """True when this process must not take settings from its environment: python -E or -I
+    (sys.flags.ignore_environment), or a privileged exec (AT_SECURE)."""
+    return bool(sys.flags.ignore_environment) or secure_execution()
 
 
 def from_environ(environ=None):
-    """Settings from FORKAUDIT, FORKAUDIT_JSON, FORKAUDIT_SCAN; None when FORKAUDIT is unset or empty."""
-    env = os.environ if environ is None else environ
-    raw = env.get("FORKAUDIT", "").strip()
-    if not raw:
+    """Settings from the FORKAUDIT* variables; None when forkaudit is off.
+
+    Off: FORKAUDIT unset, empty or one of 0/false/off/no (any case), or, when reading
+    the process' own environment (environ None), python -E/-I or a privileged exec."""
+    if environ is None:
+        if environment_ignored():
+            return None
+        environ = os.environ
+    raw = environ.get("FORKAUDIT", "")
+    value = raw.strip().lower()
+    if value in OFF_VALUES:
         return None
-    policy = "warn" if raw == "1" else raw.lower()
+    policy = "warn" if value == "1" else value
     if policy not in POLICIES:
-        raise SettingsError("FORKAUDIT must be 1, %s; got %r" % (", ".join(POLICIES), raw))
-    scan = env.get("FORKAUDIT_SCAN", "full").strip().lower() or "full"
+        raise SettingsError("FORKAUDIT must be 1, %s (or 0, false, off, no for off); got %s"
+                            % (", ".join(POLICIES), shown(raw)))
+    raw_scan = environ.get("FORKAUDIT_SCAN", "")
+    scan = raw_scan.strip().lower() or "full"
     if scan not in SCANS:
-        raise SettingsError("FORKAUDIT_SCAN must be one of %s; got %r" % (", ".join(SCANS), scan))
-    json_path = env.get("FORKAUDIT_JSON") or None
+        raise SettingsError("FORKAUDIT_SCAN must be one of %s; got %s" % (", ".join(SCANS), shown(raw_scan)))
+    show_keys = parse_show_keys(environ.get("FORKAUDIT_SHOW_KEYS", ""))
+    json_path = environ.get("FORKAUDIT_JSON") or None
     budgets = []
     for name, default in (("FORKAUDIT_SCAN_BUDGET_MS", 200), ("FORKAUDIT_SCAN_BUDGET_MB", 2048)):
-        value = env.get(name, "").strip()
+        value = environ.get(name, "").strip()
         if value and not (value.isascii() and value.isdigit() and len(value) <= 9):
-            raise SettingsError("%s must be a whole number (0: no limit); got %r" % (name, value[:40]))
+            raise SettingsError("%s must be a whole number (0: no limit); got %s" % (name, shown(value)))
         budgets.append(int(value) if value else default)
-    return Settings(policy, check_json_path(json_path), scan, *budgets)
+    return Settings(policy, check_json_path(json_path), scan, *budgets, show_keys=show_keys)

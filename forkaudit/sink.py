@@ -1,27 +1,193 @@
 """Output that is safe in a freshly forked child: raw os.write, never logging or sys.stderr.
 
 (Their locks may be the very hazard being reported.)
-"""
-import json
-import os
 
-JSON_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+The report file is opened by one function, open_report(), both by the start-up
+check and by every child that appends a record: never through a symlink, never
+blocking (O_NONBLOCK), and only a regular file owned by this user that group
+and others cannot write. A FIFO, a directory or a device (/dev/full) swapped in
+at the path later is refused before a byte is written.
+
+A record is either whole on its own line or absent: one write(2) with O_APPEND;
+a write that would pass the file size limit (RLIMIT_FSIZE) is not made, and a
+short write (disk full) is blanked out in place (spaces, which JSON readers
+skip), never left as half a line the next record would be glued to. When a
+record is lost, one line says so, once for the whole process tree that shares
+the report (a shared page remembers that it was said), not once per fork.
+"""
+import errno
+import fcntl
+import json
+import mmap
+import os
+import resource
+import stat
+
+from .settings import shown_path
+
+OPEN_FLAGS = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+              | os.O_NONBLOCK | os.O_NOCTTY)
+JSON_FLAGS = OPEN_FLAGS  # the name older code used
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
+
+
+class ReportPathError(Exception):
+    """The report file cannot be used; str() is one line saying why."""
+
+
+def _kind(mode):
+    for test, words in _KINDS:
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def _refuse_stat(st, euid):
+    """Why a file with this stat must not receive records, or None."""
+    if not stat.S_ISREG(st.st_mode):
+        return "it is %s, not a regular file" % _kind(st.st_mode)
+    if st.st_uid != euid:
+        return "it is owned by uid %d, not by this user (uid %d)" % (st.st_uid, euid)
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "it is writable by %s (mode %04o)" % (
+            "group and others" if st.st_mode & stat.S_IWGRP and st.st_mode & stat.S_IWOTH
+            else "its group" if st.st_mode & stat.S_IWGRP else "others", stat.S_IMODE(st.st_mode))
+    return None
+
+
+def open_report(path):
+    """Open the report file for appending; returns (fd, size). Raises ReportPathError.
+
+    Never blocks and never follows a symlink; refuses anything but a regular file owned by
+    this process' effective user and not writable by group or others."""
+    euid = os.geteuid()
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise ReportPathError(e.strerror or str(e)) from None
+    if st is not None:  # refuse before opening: opening a device or a FIFO can have effects
+        if stat.S_ISLNK(st.st_mode):
+            raise ReportPathError("it is a symbolic link (never followed)")
+        why = _refuse_stat(st, euid)
+        if why:
+            raise ReportPathError(why)
+    try:
+        fd = os.open(path, OPEN_FLAGS, 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ReportPathError("it is a symbolic link (never followed)") from None
+        if e.errno == errno.ENXIO:
+            raise ReportPathError("it is a FIFO, not a regular file") from None
+        raise ReportPathError(e.strerror or str(e)) from None
+    try:
+        st = os.fstat(fd)  # what was opened, whatever the path named a moment ago
+        why = _refuse_stat(st, euid)
+        if why:
+            raise ReportPathError(why)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+def check_report_path(path):
+    """The start-up check: open_report() and close. Also sets up the shared 'lost' flag."""
+    fd, _size = open_report(path)
+    os.close(fd)
+    _shared_flag()
+
+
+# -- "records are being lost", said once per process tree -----------------------------------
+
+_said = False
+_flag = None
+
+
+def _shared_flag():
+    """A page shared with every descendant forked after this call (MAP_SHARED|MAP_ANONYMOUS)."""
+    global _flag
+    if _flag is None:
+        try:
+            _flag = mmap.mmap(-1, mmap.PAGESIZE)
+        except (OSError, ValueError):
+            _flag = False
+    return _flag
+
+
+def _lost(path, why):
+    """One line, the first time a record is lost in this process tree."""
+    global _said
+    if _said:
+        return
+    _said = True
+    flag = _flag
+    if flag:
+        if flag[0]:
+            return  # an earlier child (or the parent) said it
+        flag[0] = 1
+    say("cannot append to the report %s: %s; records are being lost" % (shown_path(path), why))
+
+
+def _append_line(fd, line, size):
+    """Append `line` (ending in a newline, none inside) with one write: whole or absent.
+
+    Returns None, or why the record is lost."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and size + len(line) > limit:
+        # writing would be short (a torn record), or past the limit SIGXFSZ: do not start
+        return "the file size limit (RLIMIT_FSIZE, %d bytes) is reached" % limit
+    try:
+        n = os.write(fd, line)
+    except OSError as e:
+        return e.strerror or str(e)
+    if n == len(line):
+        return None
+    # A short write: our n bytes are the n before the file offset (O_APPEND puts each write
+    # at the end atomically, and the offset after it right behind its bytes). Blank them in
+    # place: appends by others after ours stay whole, and the next line parses.
+    try:
+        end = os.lseek(fd, 0, os.SEEK_CUR)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_APPEND)
+        if n > 0:
+            os.pwrite(fd, b" " * n, end - n)
+        blanked = "blanked out"
+    except OSError as e:
+        blanked = "could not be blanked out (%s)" % (e.strerror or e)
+    return "a short write (%d of %d bytes; the partial record %s)" % (n, len(line), blanked)
+
+
+def record_line(record):
+    return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+
+
+def append_json(path, record):
+    """Append one record as one JSON line. Never raises for I/O: a record that cannot be
+    written whole is absent, and one line per process tree says records are being lost.
+    Returns True when the record was written."""
+    line = record_line(record)
+    try:
+        fd, size = open_report(path)
+    except ReportPathError as e:
+        _lost(path, str(e))
+        return False
+    try:
+        why = _append_line(fd, line, size)
+    finally:
+        os.close(fd)
+    if why:
+        _lost(path, why)
+        return False
+    return True
 
 
 def _write_all(fd, data):
     while data:
         n = os.write(fd, data)
         data = data[n:]
-
-
-def append_json(path, record):
-    """Append one record as one JSON line, with a single write() (O_APPEND: many children may share the file)."""
-    line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
-    fd = os.open(path, JSON_FLAGS, 0o600)
-    try:
-        _write_all(fd, line)
-    finally:
-        os.close(fd)
 
 
 def write_stderr(text):

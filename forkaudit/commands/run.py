@@ -1,4 +1,4 @@
-"""forkaudit run [--policy P] [--json PATH] [--scan S] -- CMD...
+"""forkaudit run [--policy P] [--json PATH] [--scan S] [--show-keys] -- CMD...
 
 Runs CMD with forkaudit active in every Python process it starts (through
 the FORKAUDIT* environment variables and the installed .pth hook), and exits
@@ -11,18 +11,34 @@ import subprocess
 import sys
 
 from ..errors import SettingsError
-from ..settings import POLICIES, SCANS, check_json_path
+from ..settings import POLICIES, SCANS, check_json_path, shown
+
+
+def _choice(name, values):
+    """An argparse type for one of `values` that echoes a bad value shortened (argparse's
+    own `choices` would print a 100 KB value whole)."""
+    def check(value):
+        v = value.strip().lower()
+        if v not in values:
+            raise argparse.ArgumentTypeError("%s must be one of %s, not %s" % (name, ", ".join(values), shown(value)))
+        return v
+    check.__name__ = name
+    return check
 
 
 def add_parser(sub):
     p = sub.add_parser("run", help="run a command with every fork audited",
                        description=__doc__.split("\n\n")[1])
-    p.add_argument("--policy", choices=POLICIES, default="warn",
+    p.add_argument("--policy", type=_choice("policy", POLICIES), default="warn",
+                   metavar="{%s}" % ",".join(POLICIES),
                    help="warn: report on the child's stderr; record: JSON only; "
                         "abort: hazardous children exit with status 86; raise: os.fork() refuses")
     p.add_argument("--json", metavar="PATH", help="append one JSON line per audited fork to PATH")
-    p.add_argument("--scan", choices=SCANS, default="full",
+    p.add_argument("--scan", type=_choice("scan", SCANS), default="full", metavar="{%s}" % ",".join(SCANS),
                    help="memory scanned for C locks: full, libs (libraries' data only) or off")
+    p.add_argument("--show-keys", action="store_true",
+                   help="show dict keys on object paths whole (default: keys that are not short "
+                        "identifier-like strings or numbers appear as [<str #1a2b3c>])")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help="the command, after --")
     p.set_defaults(func=main)
     return p
@@ -32,7 +48,11 @@ def environment(args):
     env = dict(os.environ)
     env["FORKAUDIT"] = args.policy
     env["FORKAUDIT_SCAN"] = args.scan
-    if args.json:
+    if args.show_keys:
+        env["FORKAUDIT_SHOW_KEYS"] = "1"
+    else:
+        env.pop("FORKAUDIT_SHOW_KEYS", None)
+    if args.json is not None:  # an empty --json "" is refused, not taken as "no report"
         env["FORKAUDIT_JSON"] = check_json_path(args.json)
     else:
         env.pop("FORKAUDIT_JSON", None)
@@ -52,7 +72,7 @@ def main(args):
     try:
         proc = subprocess.Popen(cmd, env=env)
     except OSError as e:
-        print("forkaudit run: cannot run %s: %s" % (cmd[0], e.strerror or e), file=sys.stderr)
+        print("forkaudit run: cannot run %s: %s" % (shown(cmd[0]), e.strerror or e), file=sys.stderr)
         return 127
     forwarded = {}
 
