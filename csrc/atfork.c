@@ -4,7 +4,7 @@
  *   kernel name of every other thread, from /proc/self/task.
  * child (in the child, after glibc reset its own locks): scan memory for
  *   locks those threads held (scan.c), into static storage.
- * parent: disarm.
+ * parent: nothing (the Python side frees the slot).
  *
  * A fork is armed only by forkaudit's Python before-fork hook, so a fork made
  * by C code and followed by exec (plain subprocess) costs nothing and reports
@@ -22,10 +22,9 @@
 #include <unistd.h>
 
 struct fa_state fa_g;
-int fa_arm_mode;
-volatile int fa_armed;
-int32_t fa_probe[FA_MAX_PROBE];
-int fa_nprobe;
+fa_arm_slot fa_arm[FA_MAX_ARMED];
+static const fa_arm_slot *armed;   /* the slot of the fork under way (prepare .. parent/child) */
+static int child_armed;
 static int registered;
 
 int32_t fa_sys_gettid(void) {
@@ -145,31 +144,50 @@ static void record_threads(void) {
     for (i = 0; i < fa_g.ntids; i++) {
         int k, probe = 0;
         read_comm(fa_g.tids[i], fa_g.comm[i]);
-        for (k = 0; k < fa_nprobe && k < FA_MAX_PROBE; k++)
-            probe |= fa_probe[k] == fa_g.tids[i];
+        for (k = 0; k < armed->nprobe && k < FA_MAX_PROBE; k++)
+            probe |= armed->probe[k] == fa_g.tids[i];
         fa_g.futex[i] = probe ? read_futex(fa_g.tids[i]) : 0;
     }
 }
 
+static const fa_arm_slot *slot_of(int32_t tid) {
+    int i;
+    for (i = 0; i < FA_MAX_ARMED; i++)
+        if (fa_arm[i].tid == tid)
+            return &fa_arm[i];
+    return NULL;
+}
+
 static void on_prepare(void) {
-    if (!fa_armed)
+    int32_t me = fa_sys_gettid();
+    armed = slot_of(me);
+    if (armed == NULL)
         return;
-    fa_g.mode = fa_arm_mode;
-    fa_g.forking_tid = fa_sys_gettid();
+    fa_g.mode = armed->mode;
+    fa_g.forking_tid = me;
     fa_g.parent_pid = (int32_t)getpid();
     memset(&fa_g.stats, 0, sizeof fa_g.stats);
     record_threads();
 }
 
 static void on_parent(void) {
-    fa_armed = 0;
+    armed = NULL; /* the slot itself is the Python side's: its after-in-parent hook frees it */
 }
 
 static void on_child(void) {
-    if (!fa_armed)
-        return;
-    fa_armed = 0;
-    fa_scan_run(fa_g.mode);
+    int i;
+    child_armed = armed != NULL;
+    armed = NULL;
+    /* the other threads' slots belong to threads that do not exist here */
+    for (i = 0; i < FA_MAX_ARMED; i++)
+        if (fa_arm[i].tid != fa_g.forking_tid)
+            fa_arm[i].tid = 0;
+    if (child_armed)
+        fa_scan_run(fa_g.mode);
+}
+
+int fa_child_armed(void) {
+    return child_armed;
 }
 
 int fa_register(void) {
@@ -188,10 +206,6 @@ void fa_set_reject(const uint64_t *reject, int nreject) {
     for (i = 0; i < nreject; i++)
         fa_g.reject[i] = reject[i];
     fa_g.nreject = nreject;
-}
-
-void fa_disarm(void) {
-    fa_armed = 0;
 }
 
 int fa_vanished(int32_t *tids, int max) {

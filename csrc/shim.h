@@ -76,21 +76,29 @@ extern int fa_test_layout_delay_ms;
 extern int fa_test_layout_wait_ms;
 /* Register the pthread_atfork handlers (once; later calls do nothing). 0 on success. */
 int fa_register(void);
-/* Arming the next fork. These are plain variables, set from Python without a call:
- * cffi releases the GIL around calls, and the before-fork hook must not let other
- * threads run between its snapshot and the fork. fa_arm_mode is FA_SCAN_*; fa_armed = 1
- * makes prepare record the other threads and the child scan. */
-extern int fa_arm_mode;
-extern volatile int fa_armed;
-/* The threads whose futex to read at the fork (/proc/self/task/TID/syscall): reading it
- * can make the kernel wait for a thread that is going to sleep, so only the threads the
- * Python snapshot found at a lock's acquisition point are probed. Plain variables too. */
+/* Arming a fork. Each thread that forks through forkaudit's before-fork hook arms its own
+ * slot (several threads may be between their hook and their fork at once: the GIL changes
+ * hands inside the hooks): the Python side writes mode and probes, then the slot's tid last,
+ * through pointers taken once (plain memory stores: cffi releases the GIL around calls and on
+ * every lib.<global> access, and the hook must not let other threads run between its snapshot
+ * and the fork). prepare arms the fork of the thread whose tid is in a slot; glibc runs
+ * prepare .. parent/child handlers under its own atfork lock, so fa_g serves one fork at a time.
+ * The probes: threads whose futex to read at the fork (/proc/self/task/TID/syscall): reading
+ * it can make the kernel wait for a thread that is going to sleep, so only the threads the
+ * Python snapshot found at a lock's acquisition point are probed. */
 #define FA_MAX_PROBE 64
-extern int32_t fa_probe[FA_MAX_PROBE];
-extern int fa_nprobe;
+#define FA_MAX_ARMED 32
+typedef struct {
+    volatile int32_t tid;      /* the forking thread's kernel id; 0: a free slot */
+    int32_t mode;              /* FA_SCAN_* */
+    int32_t nprobe;
+    int32_t probe[FA_MAX_PROBE];
+} fa_arm_slot;
+extern fa_arm_slot fa_arm[FA_MAX_ARMED];
+/* 1 in a child whose fork prepare armed (until the next fork), else 0. */
+int fa_child_armed(void);
 /* Type objects whose instances can mimic a held mutex (see scan.c); set once at install. */
 void fa_set_reject(const uint64_t *reject, int nreject);
-void fa_disarm(void);
 /* In the child: the threads recorded at the fork (vanished ones) and the forking thread. */
 int fa_vanished(int32_t *tids, int max);
 int32_t fa_forking_tid(void);

@@ -84,34 +84,52 @@ def set_budget(ms, mb):
         lib.fa_set_budget(max(0, int(ms)), max(0, int(mb)) * 1024 * 1024)
 
 
-# Pointers to the shim's control variables, taken once. cffi releases the GIL to look up
-# a global variable's address on each `lib.name` access; writes through these pointers are
-# plain memory stores, so the before-fork hook never lets another thread run.
+# Pointers to the shim's arming slots, taken once. cffi releases the GIL to look up a global
+# variable's address on each `lib.name` access; writes through these pointers are plain memory
+# stores, so the before-fork hook never lets another thread run.
 if lib is not None:
-    _armed = ffi.addressof(lib, "fa_armed")
-    _arm_mode = ffi.addressof(lib, "fa_arm_mode")
-    _nprobe = ffi.addressof(lib, "fa_nprobe")
-    _probe = ffi.cast("int32_t *", ffi.addressof(lib, "fa_probe"))
+    _slots = [ffi.addressof(lib.fa_arm, i) for i in range(lib.FA_MAX_ARMED)]
     MAX_PROBE = lib.FA_MAX_PROBE
 
 
-def arm(scan, probe=()):
-    """Arm the next fork, through memory stores only (no C call: the GIL stays held).
+def arm(tid, scan, probe=()):
+    """Arm the fork the thread `tid` (its kernel id) is about to make, through memory stores
+    only (no C call: the GIL stays held). False when every slot is taken (not audited).
 
-    probe: native ids of threads whose futex to read at the fork (see fa_probe in shim.h)."""
-    if lib is None:
+    probe: native ids of threads whose futex to read at the fork (see fa_arm_slot in shim.h)."""
+    if lib is None or not tid:
+        return False
+    free = None
+    for slot in _slots:
+        if slot.tid == tid:
+            free = slot
+            break
+        if free is None and slot.tid == 0:
+            free = slot
+    if free is None:
+        return False
+    free.tid = 0
+    probe = [t for t in probe if t][:MAX_PROBE]
+    for i, t in enumerate(probe):
+        free.probe[i] = t
+    free.nprobe = len(probe)
+    free.mode = SCAN_MODES[scan] if available else 0
+    free.tid = tid
+    return True
+
+
+def disarm(tid):
+    """Free the slot of thread `tid` (after its fork, or when its hook gave up)."""
+    if lib is None or not tid:
         return
-    probe = [tid for tid in probe if tid][:MAX_PROBE]
-    for i, tid in enumerate(probe):
-        _probe[i] = tid
-    _nprobe[0] = len(probe)
-    _arm_mode[0] = SCAN_MODES[scan] if available else 0
-    _armed[0] = 1
+    for slot in _slots:
+        if slot.tid == tid:
+            slot.tid = 0
 
 
-def disarm():
-    if lib is not None:
-        _armed[0] = 0
+def child_armed():
+    """In a child: did the C prepare handler arm this fork (so the scan ran)?"""
+    return lib is not None and bool(lib.fa_child_armed())
 
 
 def vanished():

@@ -22,8 +22,6 @@ A bad value is echoed shortened (at most about 60 characters).
 """
 import os
 import sys
-from dataclasses import dataclass
-from typing import Optional
 
 from .errors import SettingsError
 
@@ -38,19 +36,38 @@ SHOWN_CHARS = 60   # a bad value is echoed in at most about this many characters
 AT_SECURE = 23     # <elf.h>: auxv entry, non-zero when the process gained privileges at exec
 
 
-@dataclass(frozen=True)
 class Settings:
-    policy: str = "warn"
-    json_path: Optional[str] = None
-    scan: str = "full"
-    # The child-side C scan's budgets. 200 ms: the child of a process whose lock another
-    # thread held waits at most that long before its first line (a pause no supervisor
-    # timeout notices), and at the scan's measured speed it covers ~1-2 GB, all of most
-    # workers. 2 GiB: bounds the memory read whatever the CPU speed (on a fast idle
-    # machine the byte budget ends first, on a loaded one the time budget).
-    scan_budget_ms: int = 200
-    scan_budget_mb: int = 2048
-    show_keys: bool = False
+    """The settings of one activation (immutable). A plain class, not a dataclass: this
+    module is imported at interpreter start, where every import counts.
+
+    scan_budget_ms / scan_budget_mb: the child-side C scan's budgets. 200 ms: the child of
+    a process whose lock another thread held waits at most that long before its first line
+    (a pause no supervisor timeout notices), and at the scan's measured speed it covers
+    ~1-2 GB, all of most workers. 2 GiB: bounds the memory read whatever the CPU speed (on
+    a fast idle machine the byte budget ends first, on a loaded one the time budget)."""
+
+    __slots__ = ("policy", "json_path", "scan", "scan_budget_ms", "scan_budget_mb", "show_keys")
+
+    def __init__(self, policy="warn", json_path=None, scan="full", scan_budget_ms=200, scan_budget_mb=2048,
+                 show_keys=False):
+        for name, value in zip(self.__slots__, (policy, json_path, scan, scan_budget_ms, scan_budget_mb,
+                                                show_keys)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Settings are immutable")
+
+    def _values(self):
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other):
+        return type(other) is Settings and self._values() == other._values()
+
+    def __hash__(self):
+        return hash(self._values())
+
+    def __repr__(self):
+        return "Settings(%s)" % ", ".join("%s=%r" % (n, getattr(self, n)) for n in self.__slots__)
 
 
 def shown(value, limit=SHOWN_CHARS):

@@ -17,7 +17,6 @@ the report (a shared page remembers that it was said), not once per fork.
 """
 import errno
 import fcntl
-import json
 import mmap
 import os
 import resource
@@ -161,6 +160,7 @@ def _append_line(fd, line, size):
 
 
 def record_line(record):
+    import json  # not at start-up: only a child with a record needs it
     return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
 
 

@@ -1,0 +1,196 @@
+"""The work of one audited fork, step by step (hooks.py decides when each step runs).
+
+  before_fork (parent, GIL held): snapshot of the threads and the Python locks
+      their frames hold; arm the C prepare handler for this thread's fork
+  after_fork_parent: free the arming slot; under 'warn', one warning line
+  after_fork_child (after every at-fork handler, and for a multiprocessing child
+      after multiprocessing's own after-fork registry): detect, attribute, name,
+      report (policy)
+
+A fork about to exec (subprocess, multiprocessing's spawn/forkserver helpers) is
+not snapshotted, not armed and not reported.
+"""
+import gc
+import os
+import sys
+import warnings
+
+from . import event as event_mod
+from . import heldby, naming, native, policy, pylocks, render, sink, threads
+from .errors import ForkHazardError, ForkHazardWarning
+
+INT_TYPES = (id(int), id(bool))  # objects whose fields can mimic a held mutex (see csrc/validate.c)
+
+# Python frames that call fork only to exec right after (no Python code runs in between
+# but a preexec_fn): (file name ending, function name).
+EXEC_CALLERS = (("subprocess.py", "_execute_child"), ("multiprocessing/util.py", "spawnv_passfds"))
+MP_LAUNCH = ("multiprocessing/popen_fork.py", "_launch")
+
+# 3.12+ run a garbage collection at the next eval-breaker check, in whichever thread reaches it
+# first, instead of right where the allocation crossed the threshold.
+GC_DEFERRED = sys.version_info >= (3, 12)
+
+_last_event = None
+_told_no_c_level = False
+
+
+class Snapshot:
+    """What the parent knew at the fork; read by the child."""
+
+    __slots__ = ("settings", "tid", "execs", "mp", "forking", "others", "pylocks", "time",
+                 "parent_pid", "c_level")
+
+
+def prepare(settings):
+    """Set the native shim up for these settings (called at the first fork and on re-install)."""
+    if native.lib is not None:
+        native.register()
+        native.set_reject(INT_TYPES)
+        native.set_budget(settings.scan_budget_ms, settings.scan_budget_mb)
+    naming.SHOW_KEYS = settings.show_keys
+    global _told_no_c_level
+    if not native.available and settings.scan != "off" and not _told_no_c_level and settings.policy != "record":
+        _told_no_c_level = True
+        sink.say("C-level lock detection is off (%s); Python-level locks are still audited" % native.reason)
+
+
+def settle_gc():
+    """Leave no garbage collection pending when a fork hook returns.
+
+    On 3.12 a collection that a hook's allocations make due is run later, at the next
+    eval-breaker check of whichever thread gets there first; on 3.12.1, one run that way
+    shortly after a fork (in a thread suspended mid-operation, such as a multiprocessing
+    queue feeder) corrupts memory ("deallocated BytesIO object has exported buffers", then
+    a segfault). A young-generation collection here, in the forking thread, runs it now."""
+    if GC_DEFERRED and gc.isenabled() and gc.get_count()[0]:
+        gc.collect(0)
+
+
+def _calls(frame, where):
+    code = frame.f_code
+    return code.co_name == where[1] and code.co_filename.replace("\\", "/").endswith(where[0])
+
+
+def _fork_caller(depth):
+    """The Python frame that called fork (C frames are not counted)."""
+    try:
+        return sys._getframe(depth)
+    except ValueError:
+        return None
+
+
+def take_snapshot(settings):
+    forking, others = threads.capture()
+    if heldby.prefetch([forking] + others):
+        # source files were read (the GIL was released): the other threads may have moved
+        forking, others = threads.capture()
+        heldby.prefetch([forking] + others)
+    snap = Snapshot()
+    snap.settings = settings
+    snap.execs = False
+    snap.mp = any(_calls_record(f, MP_LAUNCH) for f in forking.stack)
+    snap.forking, snap.others = forking, others
+    snap.pylocks = pylocks.capture(forking, others)
+    for t in [forking] + others:
+        t.frames = None  # frames of vanished threads must not be touched in the child
+    snap.time = event_mod.now_iso()
+    snap.parent_pid = os.getpid()
+    snap.c_level = native.available and settings.scan != "off"
+    return snap
+
+
+def _calls_record(frame, where):
+    return frame["function"] == where[1] and (frame["file"] or "").replace("\\", "/").endswith(where[0])
+
+
+def before_fork(settings, tid):
+    """The parent's before-fork step for thread `tid` (kernel id): a Snapshot."""
+    caller = _fork_caller(3)  # before_fork <- hooks._before <- (C at-fork runner) <- the caller
+    if caller is not None and any(_calls(caller, where) for where in EXEC_CALLERS):
+        snap = Snapshot()
+        snap.settings, snap.tid, snap.execs = settings, tid, True
+        return snap
+    snap = take_snapshot(settings)
+    snap.tid = tid
+    if snap.c_level and not native.arm(tid, settings.scan, pylocks.threads_to_probe(snap.pylocks)):
+        snap.c_level = False  # every arming slot is taken (that many concurrent forks)
+    return snap
+
+
+def after_fork_parent(snap):
+    native.disarm(snap.tid)
+    if snap.execs or snap.settings.policy != "warn":
+        return
+    notice = pylocks.parent_notice(snap.pylocks)
+    if notice is not None:
+        # stacklevel: after_fork_parent <- hooks._after_in_parent <- (C) <- the caller of fork
+        warnings.warn(ForkHazardWarning("fork while %s; the child's forkaudit report has the details"
+                                        % notice), stacklevel=3)
+
+
+def after_fork_child(snap):
+    native.disarm(snap.tid)
+    if snap.execs:
+        return
+    if snap.mp and _after_multiprocessing_resets(snap):
+        return
+    audit_child(snap)
+
+
+class _Token:
+    """A weak-referenceable key for multiprocessing.util.register_after_fork."""
+
+
+_MP_TOKEN = _Token()
+
+
+def _after_multiprocessing_resets(snap):
+    """A multiprocessing child resets its own state (queue locks, ...) in Process._bootstrap,
+    after the at-fork hooks: register the audit last in that registry. False if impossible."""
+    util = sys.modules.get("multiprocessing.util")
+    register = getattr(util, "register_after_fork", None)
+    if register is None:
+        return False
+    register(_MP_TOKEN, lambda _token: audit_child(snap))
+    return True
+
+
+def audit_child(snap):
+    global _last_event
+    try:
+        ev = event_mod.build_child(snap)
+    except Exception as e:  # noqa: BLE001
+        _fail_once("the child-side audit", e)
+        return
+    _last_event = ev
+    try:
+        policy.deliver(ev, snap.settings)  # under 'abort' this ends a hazardous child
+    except Exception as e:  # noqa: BLE001
+        _fail_once("reporting", e)
+
+
+def _fail_once(what, exc):
+    from . import hooks
+    hooks._fail(what, exc)
+
+
+def refuse_if_hazardous(settings):
+    """Policy 'raise': look in the parent, before forking, and refuse to fork into a deadlock."""
+    global _last_event
+    try:
+        snap = take_snapshot(settings)
+        hazards, reinit = pylocks.audit_parent(snap.pylocks)
+    except Exception as e:  # noqa: BLE001 - an internal error never stops a fork
+        _fail_once("the parent-side check", e)
+        return
+    finally:
+        settle_gc()
+    if hazards:
+        ev = event_mod.build_parent(snap, hazards, reinit)
+        _last_event = ev
+        raise ForkHazardError(render.text(ev), ev)
+
+
+def last_event():
+    return _last_event
+
