@@ -122,10 +122,16 @@ def after_fork_parent(snap):
     if snap.execs or snap.settings.policy != "warn":
         return
     notice = pylocks.parent_notice(snap.pylocks)
-    if notice is not None:
+    if notice is None:
+        return
+    message = "fork while %s; the child's forkaudit report has the details" % notice
+    try:
         # stacklevel: after_fork_parent <- hooks._after_in_parent <- (C) <- the caller of fork
-        warnings.warn(ForkHazardWarning("fork while %s; the child's forkaudit report has the details"
-                                        % notice), stacklevel=3)
+        warnings.warn(ForkHazardWarning(message), stacklevel=3)
+    except Warning:
+        # the program made it an error; but the child exists: os.fork must still return its pid
+        # (an exception here would lose it), so the error is said in one line instead
+        sink.say("ForkHazardWarning (an error under this program's filters): " + message)
 
 
 def after_fork_child(snap):

@@ -467,7 +467,9 @@ def test_no_file_descriptor_left_for_the_report_is_one_line(tmp_path):
     path = tmp_path / "r.jsonl"
     result = run(NOFILE, {"FORKAUDIT": "record", "FORKAUDIT_JSON": str(path)})
     same_as_without(result, NOFILE, lines=1)
-    assert "Too many open files; records are being lost" in result.ours[0], result
+    # either the record cannot be appended, or (FORKAUDIT set, nothing imported until the first
+    # fork) forkaudit itself cannot be loaded: one line naming the cause either way
+    assert "Too many open files" in result.ours[0], result
     assert len(records(path)) >= 1  # the fork after the fds were given back is audited
 
 

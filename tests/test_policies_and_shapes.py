@@ -38,7 +38,9 @@ print("IS_RUNTIME", issubclass(forkaudit.ForkHazardWarning, RuntimeWarning))
     assert err.index("[1] python_lock") < err.index("fork called from") < err.index("fix:")
     assert "WARNINGS ['ForkHazardWarning']" in result.stdout
     assert "IS_RUNTIME True" in result.stdout
-    assert "WARNING:forkaudit:fork of child" in err  # the parent's line on the 'forkaudit' logger
+    # one parent line per hazardous fork: the warning (logging.captureWarnings routes it to
+    # logging for programs that want it there), not a second copy on the 'forkaudit' logger
+    assert "WARNING:forkaudit:" not in err
 
 
 @pytest.mark.c_level
@@ -199,16 +201,21 @@ print("LAST", os.read(r, 100).decode())
     assert "LAST child 1" in result.stdout, result
 
 
-def test_warning_made_an_error_is_raised_in_the_parent(run_python):
+def test_warning_made_an_error_never_loses_the_child(run_python):
+    # the child exists once fork() returned: raising from os.fork in the parent would lose its
+    # pid, so a ForkHazardWarning the program made an error is said in one line instead
     result = run_python(snippet(HOLD_LOCK + '''
 import warnings
 warnings.simplefilter("error", forkaudit.ForkHazardWarning)
 try:
-    fork_once()
+    status = fork_once()
+    print("RETURNED", status == 0)
 except forkaudit.ForkHazardWarning as w:
-    print("RAISED", "thread 'busy' holds" in str(w))
+    print("RAISED")
 ''', policy="warn"))
-    assert "RAISED True" in result.stdout, result
+    assert "RETURNED True" in result.stdout, result
+    ours = [l for l in result.stderr.splitlines() if l.startswith("forkaudit: ForkHazardWarning")]
+    assert len(ours) == 1 and "thread 'busy' holds" in ours[0], result.stderr
     assert "failed" not in result.stderr
 
 

@@ -61,7 +61,10 @@ if hasattr(os, "register_at_fork"):
 
     def register_at_fork(**kwargs):
         _real_register(**kwargs)
-        _state["hooks"].append({"phase": _state["phase"], "stack": _stack(sys._getframe(1)),
+        caller = sys._getframe(1)
+        if caller.f_code.co_name == "_register_at_fork" and caller.f_code.co_filename.endswith("hooks.py"):
+            caller = caller.f_back  # forkaudit's own wrapper (installed after this one) passed it on
+        _state["hooks"].append({"phase": _state["phase"], "stack": _stack(caller),
                                 **{k: _qualname(v) for k, v in kwargs.items()}})
 
     os.register_at_fork = register_at_fork
