@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 
-from . import cpython_layout, heldby, locktypes, naming
+from . import cpython_layout, heldby, locktypes, naming, safeattr
 from .threads import python_threads
 
 
@@ -44,7 +44,7 @@ def capture(forking, others):
     """The parent's view of Python locks at the fork (call with the GIL held, frames live)."""
     snap = Snapshot(forking, others)
     for thread in python_threads().values():
-        tstate = thread.__dict__.get("_tstate_lock")  # 3.9-3.12: reset by threading after fork
+        tstate = safeattr.get(thread, "_tstate_lock")  # 3.9-3.12: reset by threading after fork
         if tstate is not None:
             snap.private.append(tstate)
     # Locks the stdlib's own before-fork hooks take in the forking thread: whatever forkaudit's
@@ -95,7 +95,7 @@ def resettable_locks():
     if logging is not None:
         yield getattr(logging, "_lock", None)
         for handler in list(getattr(logging, "_at_fork_reinit_lock_weakset", ())):
-            yield handler.__dict__.get("lock")
+            yield safeattr.get(handler, "lock")
     for name in ("_active_limbo_lock", "_shutdown_locks_lock"):
         yield getattr(threading, name, None)
     futures_thread = sys.modules.get("concurrent.futures.thread")
@@ -110,7 +110,7 @@ def known_resetter(lock):
         if lock is getattr(logging, "_lock", None):
             return "logging"
         for handler in list(getattr(logging, "_at_fork_reinit_lock_weakset", ())):
-            if handler.__dict__.get("lock") is lock:
+            if safeattr.get(handler, "lock") is lock:
                 return "logging"
     for name in ("_active_limbo_lock", "_shutdown_locks_lock"):
         if lock is getattr(threading, name, None):
@@ -291,10 +291,9 @@ def _internal_hazards(walked, snap):
             continue
         owner = snap.by_ident.get(ident)
         earlier = _inherited_owner(obj_id) if owner is None else None
-        kind = "%s.%s" % (type(obj).__module__, type(obj).__qualname__)
-        raw = getattr(obj, "raw", None) if type(obj).__module__ in ("_io", "io") else None
-        name = getattr(raw, "name", None)
-        target = " on %s" % (name if isinstance(name, str) else "fd %s" % name) if name is not None else ""
+        kind = safeattr.type_name(type(obj))
+        name = safeattr.file_name(obj)
+        target = " on %s" % (name if type(name) is str else "fd %s" % name) if name is not None else ""
         if owner is not None:
             who = "thread %r (native id %s)" % (owner.name, owner.native_id)
         elif earlier is not None:
