@@ -70,6 +70,17 @@ def semaphore_address(lock):
     return int(native.ffi.cast("uint64_t *", id(lock) + LOCK_POINTER_OFFSET)[0]) or None
 
 
+def taken_at(address):
+    """The same question for a lock object known only by its address (the C scan's discovery),
+    read fault-safely: True/False, or None when it cannot be read."""
+    if not verified:
+        return None
+    raw = native.read(address + LOCK_POINTER_OFFSET, 8)
+    pointer = int.from_bytes(raw, "little") if raw else 0
+    raw = native.read(pointer, 4) if pointer else None
+    return None if raw is None else int.from_bytes(raw, "little") == 0
+
+
 def taken(lock):
     """True/False: is the lock's semaphore taken right now; None when it cannot be read."""
     if not verified:

@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 
-from . import cpython_layout, heldby, locktypes, naming, safeattr
+from . import cpython_layout, heldby, locktypes, naming, native, safeattr
 from .threads import python_threads
 
 
@@ -224,6 +224,8 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
     blocked_on: {native_id: futex word} of the threads asleep in futex(2) at the fork."""
     if snap is None:
         return [], []
+    if in_child and not _worth_a_walk(snap):
+        return [], []  # a clean fork: nothing held to explain, and no page written to find that out
     walked = naming.walk()
     private = {id(o) for o in snap.private} | walked.private
     candidates = dict(snap.candidates)
@@ -278,6 +280,29 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
         for key in ("_who", "_what", "_where", "_id"):
             e.pop(key, None)
     return hazards, reinit
+
+
+def _worth_a_walk(snap):
+    """Does the child need the walk (which finds held locks no stack accounts for, and names
+    locks), or is this fork clean? Clean needs proof: the C scan's read-only discovery of held
+    Python lock objects ran over all memory and found none, besides those the forking thread
+    holds itself and those an at-fork handler has released since, and no thread's stack held
+    one at the fork. Without that proof (no discovery, a budget cut it short) the walk runs."""
+    private = {id(o) for o in snap.private}
+    for lock_id, c in snap.candidates.items():
+        if c.state.locked and lock_id not in private and c.owners != [snap.forking]:
+            return True
+    discovery = native.python_discovery() if hasattr(native, "python_discovery") else None
+    if not discovery or not discovery.get("ran") or not discovery.get("complete"):
+        return True
+    own = {id(h.lock) for c in snap.candidates.values() for h in c.held.values()
+           if snap.forking in c.owners}
+    for lock in discovery["held"]:
+        if lock["address"] in own or lock.get("owner") == snap.forking.ident:
+            continue
+        if cpython_layout.taken_at(lock["address"]) is not False:
+            return True   # still held now, after every at-fork handler (or unreadable: look)
+    return False
 
 
 def _internal_hazards(walked, snap):
