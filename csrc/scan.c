@@ -325,33 +325,65 @@ FA_NO_SANITIZE static void exact(const uint32_t *w, size_t count, const mapping 
     }
 }
 
-/* The portable hot loop: a branch-free test over 64-byte blocks (gcc vectorises it), then
- * an exact look at the rare blocks that pass. NPY (a constant where it is inlined: 0, 2 or
- * 4) Python lock types are tested besides the TID range. */
+/* The portable hot loop: a branch-free test over 64-byte blocks, then an exact look at the
+ * rare blocks that pass. NPY (a constant where it is inlined: 0, 2 or 4) Python lock types
+ * are tested besides the TID range. */
+#if defined(__GNUC__)
+/* GCC/Clang generic vectors: SSE2 on any x86_64, NEON on aarch64. x - lo <= span per lane;
+ * a type is tested on its low half only (64-bit lane compares need SSE4.1), exact()
+ * compares the whole word. Only the 8-aligned words (lanes 0 and 2) count: the odd ones
+ * are the high halves of pointers (0x55xx, 0x7fxx), values a TID can take. */
+typedef uint32_t fa_v4u __attribute__((vector_size(16)));
+/* the same, read from scanned memory: any alias, 8-aligned (a run starts on a page) */
+typedef uint32_t fa_v4u_in __attribute__((vector_size(16), aligned(8), may_alias));
+
 FA_NO_SANITIZE static inline __attribute__((always_inline)) size_t
 prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m, const struct range *r, int NPY) {
+    const fa_v4u vlo = {r->lo, r->lo, r->lo, r->lo}, vspan = {r->span, r->span, r->span, r->span};
+    const uint32_t a = (uint32_t)r->types[0], b = (uint32_t)r->types[1];
+    const uint32_t c = (uint32_t)r->types[2], d = (uint32_t)r->types[3];
+    const fa_v4u t0 = {a, a, a, a}, t1 = {b, b, b, b}, t2 = {c, c, c, c}, t3 = {d, d, d, d};
+    const fa_v4u even = {~0u, 0, ~0u, 0};
+    size_t i;
+    unsigned k;
+    for (i = 0; i + BLOCK_WORDS <= n; i += BLOCK_WORDS) {
+        fa_v4u acc = {0, 0, 0, 0};
+        for (k = 0; k < BLOCK_WORDS; k += 4) {
+            const fa_v4u x = *(const fa_v4u_in *)(w + i + k);
+            acc |= (fa_v4u)(x - vlo <= vspan);
+            if (NPY >= 2)
+                acc |= (fa_v4u)(x == t0) | (fa_v4u)(x == t1);
+            if (NPY >= 4)
+                acc |= (fa_v4u)(x == t2) | (fa_v4u)(x == t3);
+        }
+        acc &= even;
+        if (acc[0] | acc[2])
+            exact(w + i, BLOCK_WORDS, m, r);
+    }
+    return i;
+}
+#else
+static size_t prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m, const struct range *r,
+                                   int NPY) {
     const uint32_t lo = r->lo, span = r->span;
-    uint32_t tlo[FA_MAX_PYTYPES], thi[FA_MAX_PYTYPES];
+    uint32_t tlo[FA_MAX_PYTYPES];
     size_t i, j;
     int t;
-    for (t = 0; t < FA_MAX_PYTYPES; t++) {
+    for (t = 0; t < FA_MAX_PYTYPES; t++)
         tlo[t] = (uint32_t)r->types[t];
-        thi[t] = (uint32_t)(r->types[t] >> 32);
-    }
     for (i = 0; i + BLOCK_WORDS <= n; i += BLOCK_WORDS) {
         unsigned any = 0;
-        /* only the 8-aligned words can be an owner field (exact() looks at no other); the
-         * odd ones are the high halves of pointers (0x55xx, 0x7fxx), values a TID can take */
         for (j = 0; j < BLOCK_WORDS; j += 2) {
             any |= (unsigned)(w[i + j] - lo <= span);
             for (t = 0; t < NPY; t++)
-                any |= (unsigned)((w[i + j] == tlo[t]) & (w[i + j + 1] == thi[t]));
+                any |= (unsigned)(w[i + j] == tlo[t]);
         }
         if (any)
             exact(w + i, BLOCK_WORDS, m, r);
     }
     return i;
 }
+#endif
 
 FA_NO_SANITIZE static size_t prefilter_portable(const uint32_t *w, size_t n, const mapping *m,
                                                 const struct range *r) {
