@@ -18,6 +18,10 @@ struct fa_state {
     int nreject;
     uint64_t reject[FA_MAX_REJECT];
     fa_hit hits[FA_MAX_HITS];
+    int npytypes;
+    uint64_t pytypes[FA_MAX_PYTYPES];   /* Python lock types (ob_type values) */
+    int32_t pykinds[FA_MAX_PYTYPES];    /* FA_PYLOCK_* of each */
+    fa_pylock pylocks[FA_MAX_PYLOCKS];
     fa_scan_stats stats;
     uint64_t budget_ms, budget_bytes;   /* the child-side scan's budgets (0: none) */
     char io[65536];                     /* /proc reads */

@@ -18,6 +18,12 @@
 #define FA_MAX_HITS 512
 #define FA_COMM_LEN 16
 #define FA_MAX_REJECT 8
+#define FA_MAX_PYTYPES 4
+#define FA_MAX_PYLOCKS 1024
+
+/* what a registered Python lock type is (fa_set_pylock_types) */
+#define FA_PYLOCK_LOCK 1
+#define FA_PYLOCK_RLOCK 2
 
 /* how the scan told written pages from the rest (fa_scan_stats.residency) */
 #define FA_RES_NONE 0
@@ -66,7 +72,21 @@ typedef struct {
     uint64_t swapped;     /* bytes of swapped-out pages, not read */
     uint64_t budget_ms;   /* the budgets this scan ran under (0: none) */
     uint64_t budget_bytes;
+    int32_t pytypes;         /* Python lock types the scan looked for (0: no discovery) */
+    int32_t pylocks;         /* held Python lock objects recorded */
+    int32_t pylock_overflow; /* held ones not recorded (FA_MAX_PYLOCKS reached) */
+    int32_t pylock_faults;   /* candidates whose read faulted (not lock objects) */
+    uint64_t pylocks_free;   /* valid lock objects seen free (not recorded) */
 } fa_scan_stats;
+
+/* A CPython lock object found held by the scan (see fa_set_pylock_types). */
+typedef struct {
+    uint64_t addr;     /* the object (its id()) */
+    uint64_t owner;    /* RLock: rlock_owner, the owner's thread ident (0: taken, not yet owned); lock: 0 */
+    uint64_t count;    /* RLock: rlock_count; lock: 0 */
+    int32_t type;      /* index of its type in the registered types */
+    uint32_t sem;      /* the value of its semaphore: 0, taken */
+} fa_pylock;
 
 /* 1 when glibc's lock layout matches what the scan expects; else 0 and a reason in msg. */
 int fa_layout_check(char *msg, size_t msglen);
@@ -99,6 +119,16 @@ extern fa_arm_slot fa_arm[FA_MAX_ARMED];
 int fa_child_armed(void);
 /* Type objects whose instances can mimic a held mutex (see scan.c); set once at install. */
 void fa_set_reject(const uint64_t *reject, int nreject);
+/* The CPython lock types whose held instances the child-side scan also records, in the same
+ * pass (set once at install; n <= FA_MAX_PYTYPES, 0 turns it off): types[i] is id() of the
+ * type, kinds[i] FA_PYLOCK_LOCK (_thread.lock) or FA_PYLOCK_RLOCK (_thread.RLock). The
+ * layout (CPython 3.9-3.13: the PyThread lock, a glibc sem_t *, at object+16; an RLock's
+ * owner ident at +24, its count at +32) is verified on the Python side before registering
+ * (forkaudit/cpython_layout.py). An object is recorded when its ob_type word is one of the
+ * types, its refcount is in (0, 2^40), and its semaphore reads as a valid sem_t taken. */
+void fa_set_pylock_types(const uint64_t *types, const int32_t *kinds, int n);
+/* The held Python lock objects of the last scan (the count, even when max is smaller). */
+int fa_pylocks(fa_pylock *out, int max);
 /* In the child: the threads recorded at the fork (vanished ones) and the forking thread. */
 int fa_vanished(int32_t *tids, int max);
 int32_t fa_forking_tid(void);
@@ -120,6 +150,8 @@ void fa_set_budget(uint64_t ms, uint64_t bytes);
 extern int fa_test_break_maps;
 /* Test-only: a FA_RES_* residency source to fall back to even where a better one works. */
 extern int fa_test_residency;
+/* Test-only: 1 makes the scan use its portable prefilter even where AVX2 is available. */
+extern int fa_test_portable;
 /* Run a scan now in this process for the given owner TIDs (tests and benchmarks; call it
  * only in a single-threaded process, such as a forked child). No budget applies. */
 int fa_scan_now(int mode, const int32_t *tids, int ntids, int nthreads);
