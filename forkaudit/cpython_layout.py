@@ -217,7 +217,7 @@ def buffered_owner(obj):
     """The ident of the thread holding a buffered IO object's internal lock, or None if free.
 
     (Direct reads: the object is alive, the offsets verified.)"""
-    if buffered_offsets is None or not isinstance(obj, BUFFERED_TYPES):
+    if buffered_offsets is None or not issubclass(type(obj), BUFFERED_TYPES):
         return None
     lock_off, owner_off = buffered_offsets
     pointer = int(native.ffi.cast("uint64_t *", id(obj) + lock_off)[0])

@@ -16,7 +16,7 @@ import sys
 import warnings
 
 from . import event as event_mod
-from . import heldby, naming, native, policy, pylocks, render, sink, threads
+from . import cpython_layout, heldby, naming, native, policy, pylocks, render, sink, threads
 from .errors import ForkHazardError, ForkHazardWarning
 
 INT_TYPES = (id(int), id(bool))  # objects whose fields can mimic a held mutex (see csrc/validate.c)
@@ -47,6 +47,7 @@ def prepare(settings):
         native.register()
         native.set_reject(INT_TYPES)
         native.set_budget(settings.scan_budget_ms, settings.scan_budget_mb)
+        cpython_layout.register_pylock_types()  # the scan's read-only discovery of held Python locks
     naming.SHOW_KEYS = settings.show_keys
     global _told_no_c_level
     if not native.available and settings.scan != "off" and not _told_no_c_level and settings.policy != "record":

@@ -292,15 +292,25 @@ def _worth_a_walk(snap):
     for lock_id, c in snap.candidates.items():
         if c.state.locked and lock_id not in private and c.owners != [snap.forking]:
             return True
+    for name in ("stdout", "stderr", "stdin", "__stdout__", "__stderr__"):
+        # buffered files' internal locks are not lock objects the scan knows: the standard
+        # streams (the ones a thread blocks on, writing to a full pipe) are checked directly
+        stream = sys.__dict__.get(name)
+        buffer = safeattr.attr(stream, "buffer") if stream is not None else None
+        for obj in (stream, buffer):
+            if obj is not None and obj is not safeattr.MISSING and safeattr.is_a(obj, cpython_layout.BUFFERED_TYPES):
+                owner = cpython_layout.buffered_owner(obj)
+                if owner is not None and owner != snap.forking.ident:
+                    return True
     discovery = native.python_discovery() if hasattr(native, "python_discovery") else None
     if not discovery or not discovery.get("ran") or not discovery.get("complete"):
         return True
     own = {id(h.lock) for c in snap.candidates.values() for h in c.held.values()
            if snap.forking in c.owners}
-    for lock in discovery["held"]:
-        if lock["address"] in own or lock.get("owner") == snap.forking.ident:
+    for address, _type_index, owner, _count in discovery["held"]:
+        if address in own or (owner and owner == snap.forking.ident):
             continue
-        if cpython_layout.taken_at(lock["address"]) is not False:
+        if cpython_layout.taken_at(address) is not False:
             return True   # still held now, after every at-fork handler (or unreadable: look)
     return False
 
