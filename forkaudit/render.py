@@ -124,8 +124,11 @@ def reset_line(h):
     expr = reset_expr(h)
     if expr is None:
         return None
-    main = "  (in the main module)" if (h.get("object") or {}).get("path", "").startswith("__main__.") else ""
-    return "os.register_at_fork(after_in_child=lambda: %s)%s" % (expr, main)
+    return "os.register_at_fork(after_in_child=lambda: %s)" % expr
+
+
+def _in_main(h):
+    return " (in the main module)" if ((h.get("object") or {}).get("path") or "").startswith("__main__.") else ""
 
 
 START_METHOD = {
@@ -156,9 +159,11 @@ def advice(event):
                      "(no --preload) so that no thread runs in the arbiter." % (
                          ": def post_fork(server, worker): " + reset_expr(first) if first else ""))
     elif origin in START_METHOD:
-        lines.append("fix: %s%s." % (START_METHOD[origin], ", or reset the lock in the child: " + reset if reset else ""))
+        lines.append("fix: %s%s." % (START_METHOD[origin], ", or reset the lock in the child%s: %s" % (
+            _in_main(first), reset) if reset else ""))
     elif reset:
-        lines.append("fix: reset the lock in the child: %s ; or fork before starting the threads that take it." % reset)
+        lines.append("fix: reset the lock in the child%s: %s; or fork before starting the threads that take it."
+                     % (_in_main(first), reset))
     elif not lines:
         if kinds & {"pthread_mutex", "pthread_rwlock", "semaphore"}:
             lines.append("fix: fork before starting threads that call into this library, or use the 'spawn' or "
