@@ -4,7 +4,7 @@ import os
 import platform
 import sys
 
-from . import clocks, native, pylocks
+from . import clocks, native, pylocks, reach
 from .maps import Maps
 
 FORMAT_VERSION = 1
@@ -83,7 +83,7 @@ def build_child(snap):
         "c_level": native.c_level(snap.settings.scan, snap.c_level),
         "forking_thread": snap.forking.as_report(),
         "threads": threads,
-        "hazards": py_hazards + hazards,
+        "hazards": reach.annotate(py_hazards + hazards, threads),  # sorted by reach
         "reinitialized": py_reinit + reinit,
     }
 

@@ -216,6 +216,8 @@ def analyse(frames):
         f_locals, f_globals = frame.f_locals, frame.f_globals
         for expr, how in exprs:
             obj = evaluate(expr, f_locals, f_globals)
+            if obj is _MISSING and how in ("with", "exiting"):
+                obj = generator_held(expr, f_locals, f_globals)  # with a @contextmanager call
             if obj is _MISSING:
                 continue
             text = ast.unparse(expr) if hasattr(ast, "unparse") else how
@@ -223,3 +225,60 @@ def analyse(frames):
                 h = Held(lock, wrapper, index, how, text)
                 (acquiring if how == "acquiring" else held).append(h)
     return [h for h in held if id(h.lock) not in released], acquiring, private
+
+
+# --- locks held by a suspended @contextmanager generator ----------------------------------------
+# Inside ``with self._guard():`` where _guard is a @contextmanager generator that yields inside
+# ``with self._lock:``, the generator is suspended and its frame is on no thread's stack: the
+# lock is held by the thread running the with-body. The generator function's source says which
+# with-blocks hold a yield; their expressions are evaluated with the generator's first argument
+# bound to the receiver of the call (``self``), without running any code.
+
+_CO_GENERATOR = 0x20
+
+
+def _class_function(obj, name):
+    """The plain function `name` of obj's class (from class dicts only), or None."""
+    for klass in type(obj).__mro__:
+        entry = klass.__dict__.get(name, _MISSING)
+        if entry is not _MISSING:
+            return entry if isinstance(entry, types.FunctionType) else None
+    return None
+
+
+def _yield_holders(code):
+    """The with-expressions of a generator function whose body holds a yield."""
+    tree = _tree(code.co_filename)
+    fn = _function_node(tree, code) if tree is not None else None
+    if fn is None:
+        return []
+    out = []
+    for node in _own_nodes(fn):
+        if isinstance(node, ast.With) and any(
+                isinstance(n, (ast.Yield, ast.YieldFrom)) for b in node.body for n in ast.walk(b)):
+            out.extend(item.context_expr for item in node.items)
+    return out
+
+
+def generator_held(expr, f_locals, f_globals):
+    """The lock a suspended @contextmanager generator holds for ``with <call>:``, or _MISSING."""
+    if not isinstance(expr, ast.Call):
+        return _MISSING
+    receiver = _MISSING
+    if isinstance(expr.func, ast.Attribute):
+        receiver = evaluate(expr.func.value, f_locals, f_globals)
+        func = _class_function(receiver, expr.func.attr) if receiver is not _MISSING else None
+    else:
+        func = evaluate(expr.func, f_locals, f_globals)
+    gen = getattr(func, "__wrapped__", None) if isinstance(func, types.FunctionType) else None
+    if not isinstance(gen, types.FunctionType) or not gen.__code__.co_flags & _CO_GENERATOR:
+        return _MISSING
+    code = gen.__code__
+    scope = {}
+    if receiver is not _MISSING and code.co_argcount:
+        scope[code.co_varnames[0]] = receiver
+    for held in _yield_holders(code):
+        obj = evaluate(held, scope, gen.__globals__)
+        if obj is not _MISSING and underlying(obj):
+            return obj
+    return _MISSING

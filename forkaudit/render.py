@@ -2,8 +2,11 @@
 
 Most important first: each held lock and where it lives, its owner and the
 owner's stack (innermost last), then where the fork was called from, then
-what was reset harmlessly, then one line of advice.
+what was reset harmlessly, then the fix lines chosen for the case (a known library's remedy, where
+the fork came from, the lock's real path).
 """
+
+from . import known
 
 WIDTH = 78
 
@@ -35,7 +38,8 @@ def where_text(h):
         place.append("at " + h["address"])
     if h.get("library") and not obj.get("path"):
         place.append("in " + h["library"])
-    head = " ".join(parts) or "(unnamed lock)"
+    entry = known.LIBRARIES.get(h.get("known") or "")
+    head = " ".join(parts) or ("(a lock of %s)" % entry["name"] if entry else "(unnamed lock)")
     return "%s  (%s)" % (head, " ".join(place)) if place else head
 
 
@@ -46,15 +50,132 @@ def owner_text(h):
     return "thread %r (native id %s)" % (o.get("name"), o.get("native_id"))
 
 
+REACH_TEXT = {
+    "logging": "likely: its path starts at a logger, so the child blocks when it logs there",
+    "global": "likely: a module global leads to it, so the child blocks when its code uses it",
+    "c-library": "likely if the child calls into %s (the lock lives in that library's data)",
+    "c-heap": ("possible: a C library's object in %s memory; the child blocks when it calls into "
+               "the library that locked it"),
+    "internal": ("unlikely: only thread or thread-pool internals, a vanished thread's objects or a "
+                 "file's internal buffer lead to it; the child blocks only if it uses that object itself"),
+}
+NO_REACH = "unknown: no path from a logger or a module leads to it (a local of a running function?)"
+
+
+def reach_text(h):
+    if "reach" not in h:
+        return None  # a record written before reach existed
+    reach = h.get("reach")
+    if reach is None:
+        return NO_REACH
+    text = REACH_TEXT.get(reach, reach)
+    if reach == "c-library":
+        return text % ((h.get("library") or "?").rsplit("/", 1)[-1])
+    if reach == "internal" and h.get("kind") == "python_internal":
+        return ("unlikely: the internal lock of a file object that no logger writes to; the child "
+                "blocks only if it writes to that file itself")
+    if reach == "c-heap":
+        return text % ("heap" if h.get("library") == "[heap]" else "anonymous (a malloc arena's or mmap's)")
+    return text
+
+
+def known_text(h):
+    """What the owner's native stack and forkaudit's table of known libraries say."""
+    key = h.get("known")
+    entry = known.LIBRARIES.get(key) if key else None
+    lines = []
+    code = [p.rsplit("/", 1)[-1] for p in h.get("owner_code") or ()]
+    if code:
+        lines.append("code on its owner's stack (innermost first): %s" % ", ".join(code[:6]))
+    if entry is not None:
+        lines.append("recognised: %s" % entry["name"])
+    return lines
+
+
+_CONSTRUCTORS = {"_thread.lock": "threading.Lock()", "_thread.RLock": "threading.RLock()",
+                 "threading.Condition": "threading.Condition()", "threading.Semaphore": "threading.Semaphore()"}
+
+
+def reset_expr(h):
+    """An expression that re-creates this Python lock at its real path (for an after-fork
+    hook), or None (no path, a hashed key, or not a plain lock)."""
+    obj = h.get("object") or {}
+    path, kind = obj.get("path"), h.get("kind")
+    if not path or kind not in ("python_lock", "python_rlock") or "[<" in path:
+        return None
+    make = _CONSTRUCTORS.get(obj.get("type"), "threading.RLock()" if kind == "python_rlock" else "threading.Lock()")
+    head = path[len("__main__."):] if path.startswith("__main__.") else path
+    if path.endswith(".mutex") and path.count(".") >= 2:
+        # a queue.Queue's mutex: its Conditions share it, so re-initialise the whole queue
+        q = head[:-len(".mutex")]
+        return "%s.__init__(%s.maxsize)" % (q, q)
+    if path.startswith("__main__.") and "." not in head and "[" not in head:
+        return "globals().update(%s=%s)" % (head, make)  # in the main module
+    if head.endswith("]"):
+        parent, _, key = head[:-1].rpartition("[")
+        return "%s.__setitem__(%s, %s)" % (parent, key, make)
+    parent, _, attr = head.rpartition(".")
+    if not parent:
+        return None
+    return "setattr(%s, %r, %s)" % (parent, attr, make)
+
+
+def reset_line(h):
+    expr = reset_expr(h)
+    if expr is None:
+        return None
+    return "os.register_at_fork(after_in_child=lambda: %s)" % expr
+
+
+def _in_main(h):
+    return " (in the main module)" if ((h.get("object") or {}).get("path") or "").startswith("__main__.") else ""
+
+
+START_METHOD = {
+    "multiprocessing": ("create the worker processes with the 'spawn' or 'forkserver' start method "
+                        "(multiprocessing.get_context('forkserver'))"),
+    "concurrent.futures": ("give the pool a 'spawn' or 'forkserver' context: ProcessPoolExecutor("
+                           "mp_context=multiprocessing.get_context('forkserver'))"),
+}
+
+
 def advice(event):
-    kinds = {h.get("kind") for h in event.get("hazards", [])}
-    if kinds & {"pthread_mutex", "pthread_rwlock", "semaphore"}:
-        return ("fix: create worker processes with the 'spawn' or 'forkserver' start method "
-                "(multiprocessing.get_context('forkserver')), or fork before starting threads "
-                "that call into this library.")
-    return ("fix: create worker processes with the 'spawn' or 'forkserver' start method "
-            "(multiprocessing.get_context('forkserver')), or reset the lock in the child with "
-            "os.register_at_fork(after_in_child=...).")
+    """The fix lines for this case: a known library's own remedy, then by where the fork came
+    from (gunicorn's arbiter, multiprocessing, concurrent.futures, a raw os.fork)."""
+    hazards = event.get("hazards", [])
+    origin = known.fork_origin((event.get("forking_thread") or {}).get("stack"))
+    lines = []
+    for key in known.ORDER:
+        if any(h.get("known") == key for h in hazards):
+            entry = known.LIBRARIES[key]
+            lines.append("fix (%s): %s." % (entry["name"], entry["remedy"]))
+    likely = [h for h in hazards if h.get("reach") in ("logging", "global", None)] or hazards
+    first = next((h for h in likely if reset_expr(h)), None)
+    reset = reset_line(first) if first else None
+    kinds = {h.get("kind") for h in hazards}
+    if origin == "gunicorn":
+        lines.append("fix: the fork came from gunicorn's arbiter: re-create the lock in a post_fork(server, worker) "
+                     "server hook (gunicorn.conf.py)%s, or load the application in each worker "
+                     "(no --preload) so that no thread runs in the arbiter." % (
+                         ": def post_fork(server, worker): " + reset_expr(first) if first else ""))
+    elif origin in START_METHOD:
+        lines.append("fix: %s%s." % (START_METHOD[origin], ", or reset the lock in the child%s: %s" % (
+            _in_main(first), reset) if reset else ""))
+    elif reset:
+        lines.append("fix: reset the lock in the child%s: %s; or fork before starting the threads that take it."
+                     % (_in_main(first), reset))
+    elif not lines:
+        if kinds & {"pthread_mutex", "pthread_rwlock", "semaphore"}:
+            lines.append("fix: fork before starting threads that call into this library, or use the 'spawn' or "
+                         "'forkserver' start method (multiprocessing.get_context('forkserver')).")
+        elif kinds == {"python_internal"}:
+            lines.append("fix: flush and stop the thread that writes that file before forking, and let the child "
+                         "open its own file; or use the 'spawn' or 'forkserver' start method.")
+        else:
+            lines.append("fix: create worker processes with the 'spawn' or 'forkserver' start method "
+                         "(multiprocessing.get_context('forkserver')), or reset the lock in the child with "
+                         "os.register_at_fork(after_in_child=...).")
+    return lines
 
 
 def c_level_text(event):
@@ -87,6 +208,10 @@ def text(event):
         lines.append("")
         lines.append("  [%d] %s %s" % (i, h.get("kind"), where_text(h)))
         lines.append("      owner: %s" % owner_text(h))
+        reach = reach_text(h)
+        if reach:
+            lines.append("      reach: %s" % reach)
+        lines.extend("      " + line for line in known_text(h))
         if h.get("held_at"):
             lines.append("      its stack at the fork (innermost last):")
             lines.extend(_frames(h["held_at"]))
@@ -103,7 +228,7 @@ def text(event):
                                                             h.get("by") or "an unknown handler"))
     if hazards:
         lines.append("")
-        lines.append("  " + advice(event))
+        lines.extend("  " + line for line in advice(event))
     return "\n".join(lines) + "\n"
 
 

@@ -69,18 +69,20 @@ emit(safe=safe_pid, safe_warnings=safe_warnings, pid=pid, code=code, warnings=ca
     assert err.count("forkaudit:") == 1, err
     lock_line = "  [1] python_lock __main__.LOCK  (_thread.lock at 0x"
     owner_line = "      owner: thread 'busy' (native id %d)\n" % facts["busy"]
+    reach_line = "      reach: likely: a module global leads to it, so the child blocks when its code uses it\n"
     stack_line = "      its stack at the fork (innermost last):\n"
     enter_frame = re.search(r'        File ".*snippet\.py", line \d+, in enter\n', err)
     why_line = "      why: a _thread.lock held by thread 'busy' (native id %d) in enter() at snippet.py:" % facts["busy"]
     fork_line = "  fork called from thread 'MainThread' (native id %d):\n" % facts["parent"]
     fork_site = re.search(r'        File ".*snippet\.py", line \d+, in fork_once\n', err)
-    fix_line = ("  fix: create worker processes with the 'spawn' or 'forkserver' start method "
-                "(multiprocessing.get_context('forkserver')), or reset the lock in the child with "
-                "os.register_at_fork(after_in_child=...).\n")
-    for part in (lock_line, owner_line, stack_line, why_line, fork_line, fix_line):
+    # a raw os.fork of a lock at __main__.LOCK: the register_at_fork line with the lock's real path
+    fix_line = ("  fix: reset the lock in the child (in the main module): os.register_at_fork(after_in_child="
+                "lambda: globals().update(LOCK=threading.Lock())); or fork before starting the threads "
+                "that take it.\n")
+    for part in (lock_line, owner_line, reach_line, stack_line, why_line, fork_line, fix_line):
         assert part in err, (part, err)
     assert enter_frame and fork_site, err
-    positions = [err.index(lock_line), err.index(owner_line), err.index(stack_line), enter_frame.start(),
+    positions = [err.index(lock_line), err.index(owner_line), err.index(reach_line), err.index(stack_line), enter_frame.start(),
                  err.index(why_line), err.index(fork_line), fork_site.start(), err.index(fix_line)]
     assert positions == sorted(positions), err
     assert err.endswith(fix_line)

@@ -33,7 +33,7 @@ print("IS_RUNTIME", issubclass(forkaudit.ForkHazardWarning, RuntimeWarning))
     assert "__main__.LOCK" in err and "owner: thread 'busy'" in err
     assert "its stack at the fork (innermost last)" in err
     assert "fork called from thread 'MainThread'" in err
-    assert "fix: create worker processes with the 'spawn' or 'forkserver' start method" in err
+    assert "fix: reset the lock in the child (in the main module): os.register_at_fork(after_in_child=" in err
     # order: hazard, then fork site, then fix
     assert err.index("[1] python_lock") < err.index("fork called from") < err.index("fix:")
     assert "WARNINGS ['ForkHazardWarning']" in result.stdout

@@ -17,6 +17,9 @@ SHARED_EXAMPLE = os.path.join(SHARED, "examples", "pool_logging_deadlock.py")
 # The one addition of this copy, until ../shared/report.schema.json has it too:
 # `c_level`, whether the C-level scan ran for the fork and, if not, why.
 C_LEVEL = {"type": "string", "pattern": "^(checked|unavailable: .+|off: .+)$"}
+# and, in a hazard: `reach` (how the child can reach the lock), `owner_code` (shared objects
+# whose code is on the owner's stack), `known` (a known library's key); all optional.
+LOCK_ADDED = ("reach", "owner_code", "known")
 
 
 def load(path):
@@ -34,6 +37,13 @@ def test_schema_copy_is_a_valid_schema_with_c_level():
         assert v.is_valid(good), good
     for bad in ("", "unavailable", "yes", "unavailable: "):
         assert not v.is_valid(bad), bad
+    lock = schema["$defs"]["lock"]
+    assert not set(LOCK_ADDED) & set(lock["required"])  # optional: older records have none
+    reach = jsonschema.Draft202012Validator(lock["properties"]["reach"])
+    for good in ("logging", "global", "internal", "c-library", "c-heap", None):
+        assert reach.is_valid(good), good
+    for bad in ("", "likely", 1):
+        assert not reach.is_valid(bad), bad
 
 
 def test_schema_copy_matches_shared():
@@ -47,6 +57,9 @@ def test_schema_copy_matches_shared():
     else:
         without = copy.deepcopy(ours)
         del without["properties"]["c_level"]
+        for name in LOCK_ADDED:
+            if name not in shared["$defs"]["lock"]["properties"]:
+                del without["$defs"]["lock"]["properties"][name]
         assert without == shared, "tests/data/report.schema.json differs from %s (beyond c_level)" % SHARED_SCHEMA
 
 
