@@ -308,7 +308,7 @@ def _worth_a_walk(snap):
     own = {id(h.lock) for c in snap.candidates.values() for h in c.held.values()
            if snap.forking in c.owners}
     for address, _type_index, owner, _count in discovery["held"]:
-        if address in own or (owner and owner == snap.forking.ident):
+        if address in own or address in private or (owner and owner == snap.forking.ident):
             continue
         if cpython_layout.taken_at(address) is not False:
             return True   # still held now, after every at-fork handler (or unreadable: look)
