@@ -282,6 +282,14 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
     return hazards, reinit
 
 
+# Where a thread parked waiting (Event/Condition/Queue waits, selectors, sockets, pools) has
+# its innermost Python frame.
+PARKING_FILES = ("/threading.py", "/queue.py", "/selectors.py", "/socket.py", "/socketserver.py",
+                 "/multiprocessing/connection.py", "/multiprocessing/queues.py", "/multiprocessing/pool.py",
+                 "/concurrent/futures/thread.py", "/concurrent/futures/process.py", "/asyncio/base_events.py",
+                 "/logging/handlers.py")
+
+
 def _worth_a_walk(snap):
     """Does the child need the walk (which finds held locks no stack accounts for, and names
     locks), or is this fork clean? Clean needs proof: the C scan's read-only discovery of held
@@ -291,6 +299,14 @@ def _worth_a_walk(snap):
     private = {id(o) for o in snap.private}
     for lock_id, c in snap.candidates.items():
         if c.state.locked and lock_id not in private and c.owners != [snap.forking]:
+            return True
+    for t in snap.by_ident.values():
+        if t is snap.forking:
+            continue
+        # a thread inside a C call of its own code (a write to a buffered file, say) may hold
+        # an internal lock no lock object shows: only threads parked in the standard
+        # library's waits are known to hold none beyond what the scan sees
+        if t.stack and not t.stack[-1]["file"].replace("\\", "/").endswith(PARKING_FILES):
             return True
     for name in ("stdout", "stderr", "stdin", "__stdout__", "__stderr__"):
         # buffered files' internal locks are not lock objects the scan knows: the standard
