@@ -101,9 +101,16 @@ def get(obj, name, default=None):
 _QUALNAME = type.__dict__["__qualname__"]
 
 
+_MODULE = type.__dict__["__module__"]
+
+
 def type_name(t):
-    """'module.QualName' of a type, read from its own namespace (no metaclass hook runs)."""
-    module = class_dict(t).get("__module__")
+    """'module.QualName' of a type, through `type`'s own getters (no metaclass hook runs):
+    a class's __module__ entry, or for a static C type the prefix of its tp_name."""
+    try:
+        module = _MODULE.__get__(t)
+    except AttributeError:
+        module = None
     return "%s.%s" % (module if type(module) is str else "?", _QUALNAME.__get__(t))
 
 
