@@ -151,6 +151,7 @@ typedef struct {
     volatile int32_t parent_fired; /* 1 once the parent watchdog reported */
     volatile int32_t parent_owner; /* then: the TID owning the glibc mutex waited on, or 0 */
     volatile uint64_t parent_addr; /* then: the futex word waited on, or 0 */
+    volatile int32_t threads;      /* threads of the process at the last watched fork (C prepare) */
 } fa_wd_marks;
 extern fa_wd_marks fa_wd;
 /* Take a real-time signal whose disposition is SIG_DFL (from SIGRTMAX-1 down) for the

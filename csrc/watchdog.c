@@ -58,6 +58,7 @@ fa_wd_marks fa_wd;
 static int wd_signo;                    /* 0: not set up */
 static int32_t wd_pid;                  /* the process the timers below belong to */
 static int wd_ptimer = -1, wd_ctimer = -1;
+static int32_t wd_parent_pid;          /* child: the pid it was forked from */
 static int32_t wd_ptid;                 /* the thread whose fork is watched */
 static int32_t wd_seconds;              /* tenths of seconds, for the report */
 static int wd_policy;                   /* FA_WD_POLICY_* */
@@ -251,6 +252,22 @@ static int vanished(int32_t tid) {
     return 0;
 }
 
+/* Is thread tid one of this process's (its /proc/self/task entry exists)? */
+static int alive(int32_t tid) {
+    char path[64] = "/proc/self/task/", tmp[12];
+    char *p = path + 16;
+    int n = 0;
+    uint32_t v = (uint32_t)tid;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    *p = '\0';
+    return access(path, F_OK) == 0;
+}
+
 static int count_threads(void) {
     char buf[2048];
     int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC), n = 0;
@@ -381,8 +398,8 @@ static void child_fired(void *ctx) {
         owner = mutex_owner(addr);
     if (known >= 0)
         stuck = 1;
-    else if (owner && owner != (int32_t)getpid() && fa_child_armed() && vanished(owner))
-        stuck = 1;  /* a glibc mutex of a thread that vanished at the fork */
+    else if (owner && owner != fa_sys_gettid() && ((fa_child_armed() && vanished(owner)) || !alive(owner)))
+        stuck = 1;  /* a glibc mutex of a thread that vanished at the fork (or is no thread here) */
     else if (certain && phase == FA_WD_CHILD_HOOKS && !owner && taken_semaphore(addr) && count_threads() == 1)
         stuck = 2;  /* a taken semaphore, and no other thread here to post it */
     if (!stuck) {
@@ -403,7 +420,7 @@ static void child_fired(void *ctx) {
     out_str("forkaudit watchdog: child ");
     out_uint((uint64_t)getpid());
     out_str(" (forked from ");
-    out_uint((uint64_t)fa_g.parent_pid);
+    out_uint((uint64_t)wd_parent_pid);
     out_str(") has waited at least ");
     out_seconds();
     out_str(" on a lock it inherited held\n  where: inside ");
@@ -418,7 +435,8 @@ static void child_fired(void *ctx) {
         out_mem(wd_head, (size_t)wd_head_len);
         out_mem(wd_text + wd_off[known], (size_t)(wd_off[known + 1] - wd_off[known]));
     } else if (stuck == 1) {
-        out_wait(addr, certain, 0);
+        out_str("the glibc mutex at ");
+        out_hex(addr);
         out_str("\n  held by thread ");
         out_uint((uint64_t)owner);
         for (known = 0; known < fa_g.ntids; known++)
@@ -427,7 +445,7 @@ static void child_fired(void *ctx) {
                 out_str(fa_g.comm[known]);
                 out_str("'");
             }
-        out_str(", which does not exist in the child (it vanished at the fork)\n");
+        out_str(", which does not exist in the child\n");
     } else {
         out_wait(addr, certain, 0);
         out_str("\n  no other thread exists in this child to release it\n");
@@ -623,18 +641,22 @@ void fa_wd_set_python(uint64_t ensure, uint64_t release, uint64_t call, uint64_t
 /* pthread_atfork child handler (atfork.c): nothing watched here is this process's yet */
 void fa_wd_on_child(void) {
     wd_pid = (int32_t)getpid();
+    wd_parent_pid = (int32_t)getppid();
     wd_ptimer = wd_ctimer = -1;
     wd_nlocks = 0;
     wd_done = 0;
     wd_seen = 0;
     fa_wd.parent_tid = 0;
     fa_wd.parent_fired = 0;
-    fa_wd.phase = FA_WD_IDLE;
+    fa_wd.phase = FA_WD_IDLE;  /* fa_wd.threads stays: the parent's thread count at this fork */
 }
 
 void fa_wd_on_prepare(void) {
-    if (fa_wd.parent_tid != 0 && fa_wd.parent_tid == fa_sys_gettid())
+    fa_wd.threads = 0;
+    if (fa_wd.parent_tid != 0 && fa_wd.parent_tid == fa_sys_gettid()) {
         fa_wd.phase = FA_WD_PREPARE;
+        fa_wd.threads = count_threads();
+    }
 }
 
 void fa_wd_on_parent(void) {

@@ -242,10 +242,13 @@ def activate(settings):
     return settings
 
 
-def install(policy="warn", json_path=None, scan="full", show_keys=False):
-    """Audit every fork of this process from now on. Calling it again changes the settings."""
-    from .settings import make
-    settings = activate(make(policy, json_path, scan, show_keys))
+def install(policy="warn", json_path=None, scan="full", show_keys=False, watchdog=None):
+    """Audit every fork of this process from now on. Calling it again changes the settings.
+
+    watchdog: seconds after which a stuck fork or child is reported (None: 5; 0: off)."""
+    from .settings import WATCHDOG_SECONDS, make
+    settings = activate(make(policy, json_path, scan, show_keys,
+                             WATCHDOG_SECONDS if watchdog is None else watchdog))
     _load_flow()  # an explicit install() pays its imports now, not at the first fork
     return settings
 
