@@ -356,7 +356,6 @@ static void parent_fired(void *ctx) {
     if (owner == wd_ptid)
         out_str("  the forking thread holds that mutex itself: it waits on itself\n");
     out_flush();
-    fa_wd.parent_fired = 1;
     fa_wd.parent_addr = addr;
     fa_wd.parent_owner = owner;
     /* Python-level detail, only where running Python here is safe: a restarted (untimed)
@@ -373,6 +372,7 @@ static void parent_fired(void *ctx) {
             py.clear();
         py.release(state);
     }
+    fa_wd.parent_fired = 1; /* last: the report is complete */
 }
 
 static int match_lock(uint64_t addr) {

@@ -198,9 +198,12 @@ def parent_stuck():
 
 
 def _parent_text():
-    from . import cpython_layout, pylocks, render, threads
+    from . import cpython_layout, heldby, pylocks, render, threads
     addr = int(_marks.parent_addr)
     forking, others = threads.capture()
+    if heldby.prefetch([forking] + others):  # source files read (the GIL was let go): look again
+        forking, others = threads.capture()
+        heldby.prefetch([forking] + others)
     snap = pylocks.capture(forking, others)
     lock, holders = None, []
     for c in snap.candidates.values():
