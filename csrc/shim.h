@@ -170,9 +170,10 @@ void fa_wd_disarm_child(void);
 int fa_wd_child_locks(const uint64_t *addrs, const int32_t *lens, int n, const char *text,
                       const char *head, int32_t headlen);
 /* CPython's PyGILState_Ensure, PyGILState_Release, PyObject_CallObject, Py_DecRef, PyErr_Clear
- * and a callable (all as addresses): the parent handler calls it where that is safe. */
+ * and two callables (all as addresses): the parent handler, and the child handler for a
+ * child stuck in its at-fork hooks, call them where that is safe. */
 void fa_wd_set_python(uint64_t ensure, uint64_t release, uint64_t call, uint64_t decref, uint64_t clear,
-                      uint64_t callable);
+                      uint64_t callable, uint64_t child_callable);
 /* The running thread's kernel id. */
 int32_t fa_gettid(void);
 

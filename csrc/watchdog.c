@@ -85,6 +85,7 @@ static struct {
     decref_fn decref;
     clear_fn clear;
     void *callable;
+    void *child_callable;
 } py;               /* the handler's output line(s) */
 static int wd_outn;
 
@@ -336,6 +337,17 @@ static void out_wait(uint64_t addr, int certain, int32_t owner) {
     }
 }
 
+/* Call back into Python (see parent_fired for when that is safe). */
+static void call_python(void *callable) {
+    int state = py.ensure();
+    void *r = py.call(callable, NULL);
+    if (r != NULL)
+        py.decref(r);
+    else
+        py.clear();
+    py.release(state);
+}
+
 static void parent_fired(void *ctx) {
     int certain;
     uint64_t addr = futex_of(ctx, &certain);
@@ -364,13 +376,7 @@ static void parent_fired(void *ctx) {
      * after the hooks). The callback takes the GIL like any C thread calling back into
      * Python, then gives it back; the wait restarts when the handler returns. */
     if (py.callable != NULL && phase == FA_WD_PY_BEFORE && certain && !owner && taken_semaphore(addr)) {
-        int state = py.ensure();
-        void *r = py.call(py.callable, NULL);
-        if (r != NULL)
-            py.decref(r);
-        else
-            py.clear();
-        py.release(state);
+        call_python(py.callable);
     }
     fa_wd.parent_fired = 1; /* last: the report is complete */
 }
@@ -449,6 +455,13 @@ static void child_fired(void *ctx) {
     } else {
         out_wait(addr, certain, 0);
         out_str("\n  no other thread exists in this child to release it\n");
+        /* the same conditions as the parent's Python-level detail (a restarted semaphore
+         * wait in the at-fork hooks, and here no other thread at all) */
+        if (py.child_callable != NULL) {
+            out_flush();
+            fa_wd.parent_addr = addr;
+            call_python(py.child_callable);
+        }
     }
     if (wd_policy == FA_WD_POLICY_ABORT) {
         out_str("forkaudit: policy 'abort': child ");
@@ -628,14 +641,15 @@ int fa_wd_child_locks(const uint64_t *addrs, const int32_t *lens, int n, const c
 }
 
 void fa_wd_set_python(uint64_t ensure, uint64_t release, uint64_t call, uint64_t decref, uint64_t clear,
-                      uint64_t callable) {
-    py.callable = NULL;
+                      uint64_t callable, uint64_t child_callable) {
+    py.callable = py.child_callable = NULL;
     py.ensure = (ensure_fn)(uintptr_t)ensure;
     py.release = (release_fn)(uintptr_t)release;
     py.call = (call_fn)(uintptr_t)call;
     py.decref = (decref_fn)(uintptr_t)decref;
     py.clear = (clear_fn)(uintptr_t)clear;
     py.callable = (void *)(uintptr_t)callable;
+    py.child_callable = (void *)(uintptr_t)child_callable;
 }
 
 /* pthread_atfork child handler (atfork.c): nothing watched here is this process's yet */

@@ -155,3 +155,22 @@ def watchdog_parent(facts):
     lines.append("  the forking thread %r (native id %s), innermost last:" % (ft.get("name"), ft.get("native_id")))
     lines.extend(_frames(ft.get("stack") or []))
     return "\n".join(lines) + "\n"
+
+
+def watchdog_child_hook(facts):
+    """The child watchdog's Python-level lines for a child stuck in an at-fork hook."""
+    lines = []
+    lock = facts.get("lock")
+    if lock is not None:
+        lines.append("  the lock: %s  (%s at %s)" % (lock.get("path") or "(unnamed lock)", lock.get("type"),
+                                                     lock.get("address")))
+    for t in facts.get("holders") or []:
+        lines.append("  held at the fork by thread %r (native id %s), which does not exist in the child; "
+                     "its stack at the fork (innermost last):" % (t.get("name"), t.get("native_id")))
+        lines.extend(_frames(t.get("stack") or []))
+    hook = facts.get("hook")
+    if hook is not None:
+        lines.append('  the wait is in the after-fork hook %s() (File "%s", line %s), registered with '
+                     "os.register_at_fork(after_in_child=...)" % (hook.get("function"), hook.get("file"),
+                                                                  hook.get("line")))
+    return "\n".join(lines) + "\n" if lines else ""

@@ -56,7 +56,7 @@ def setup(settings):
 
 def _set_python():
     """Hand the C handler what it needs to call parent_stuck: CPython's C API entry points."""
-    global _python_set, _callback
+    global _python_set, _callback, _child_callback
     if _python_set:
         return
     try:
@@ -69,8 +69,8 @@ def _set_python():
         return
     if 0 in addr:
         return
-    _callback = parent_stuck  # kept referenced: the C side holds its address
-    native.lib.fa_wd_set_python(*addr, id(_callback))
+    _callback, _child_callback = parent_stuck, child_stuck  # kept: the C side holds their addresses
+    native.lib.fa_wd_set_python(*addr, id(_callback), id(_child_callback))
     _python_set = True
 
 
@@ -116,9 +116,8 @@ def disarm_parent(tid):
 # ---- child -------------------------------------------------------------------------------
 
 def arm_child(settings):
-    """First after-in-child hook: watch the child's at-fork hooks."""
-    global _fork_caller
-    _fork_caller = None
+    """First after-in-child hook: watch the child's at-fork hooks (_fork_caller, from the
+    parent's head hook, stays until the audit: it tells which frame is a hook's)."""
     if not available() or not settings.watchdog:
         return False
     return native.lib.fa_wd_arm_child(tenths(settings), _policy(settings)) == 0
@@ -155,6 +154,8 @@ def futex_words(h):
 def child_audited(event, settings):
     """After the child's audit: keep watching while it has an inherited held lock to block on
     (its report entries pre-rendered for the handler), else stop. True while watching."""
+    global _fork_caller
+    _fork_caller = None
     if _marks is None or _marks.phase != PHASES["CHILD_HOOKS"]:
         return False
     from . import render
@@ -180,6 +181,47 @@ def child_audited(event, settings):
 
 
 # ---- the parent's Python-level report -----------------------------------------------------
+
+def child_stuck():
+    """Called by the C handler of a child stuck in its at-fork hooks on a taken semaphore with
+    no other thread left (GIL taken for this call only): the lock's name, the vanished
+    thread that held it at the fork (from the parent's snapshot) and the hook."""
+    import gc
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        os.write(2, _child_text().encode("utf-8", "replace"))
+    except BaseException:  # noqa: BLE001
+        pass
+    finally:
+        if was:
+            gc.enable()
+
+
+def _child_text():
+    from . import cpython_layout, hooks, render, threads
+    addr = int(_marks.parent_addr)
+    snaps = [s for stack in hooks._pending.values() for s in stack]
+    lock, owners = None, []
+    for snap in snaps:
+        for c in getattr(snap.pylocks, "candidates", {}).values():
+            if cpython_layout.semaphore_address(c.lock) == addr:
+                lock, owners = c.lock, [t for t in c.owners if t is not snap.forking]
+                if c.state.owner is not None:
+                    owners = [t for t in snap.others if t.ident == c.state.owner] or owners
+    hook = None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if _fork_caller is not None and frame.f_back is _fork_caller:
+            hook = threads.frame_record(frame)
+        frame = frame.f_back
+    facts = {"lock": None if lock is None else {"type": type(lock).__name__, "address": "0x%x" % id(lock),
+                                                  "path": _path_of(lock)},
+             "futex": "0x%x" % addr,
+             "holders": [{"name": t.name, "native_id": t.native_id, "stack": t.stack} for t in owners],
+             "hook": hook}
+    return render.watchdog_child_hook(facts)
+
 
 def parent_stuck():
     """Called by the C handler, in the forking thread stuck in a Python lock wait inside the

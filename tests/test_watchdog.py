@@ -160,6 +160,9 @@ emit(control=code)
     assert "has waited at least 1 s on a lock it inherited held" in f["text"]
     assert "inside the child's at-fork hooks" in f["text"]
     assert "no other thread exists in this child to release it" in f["text"]
+    assert "the lock: __main__.LOCK" in f["text"]
+    assert "held at the fork by thread 'holder'" in f["text"]
+    assert "the wait is in the after-fork hook post_fork()" in f["text"]
     assert f["control"] == 7 and "forkaudit watchdog" not in result.stderr
 
 
