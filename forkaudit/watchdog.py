@@ -54,6 +54,18 @@ def setup(settings):
     return _signo > 0
 
 
+# The parent's arming and disarming go through ctypes prototypes that keep the GIL (cffi lets it
+# go around every call): a before-fork hook that let other threads run would change what the
+# fork sees (a thread granted a lock in the kernel could finish with it first).
+_arm_parent = _disarm_parent = None
+
+
+def _gil_keeping(name, restype, *argtypes):
+    import ctypes
+    address = int(native.ffi.cast("uintptr_t", native.ffi.addressof(native.lib, name)))
+    return ctypes.PYFUNCTYPE(restype, *argtypes)(address)
+
+
 def _set_python():
     """Hand the C handler what it needs to call parent_stuck: CPython's C API entry points."""
     global _python_set, _callback, _child_callback
@@ -94,7 +106,12 @@ def arm_parent(settings, tid, caller):
     global _fork_caller
     if not available() or not settings.watchdog:
         return False
-    if native.lib.fa_wd_arm_parent(tid, tenths(settings)) != 0:
+    global _arm_parent, _disarm_parent
+    if _arm_parent is None:
+        import ctypes
+        _arm_parent = _gil_keeping("fa_wd_arm_parent", ctypes.c_int, ctypes.c_int32, ctypes.c_int32)
+        _disarm_parent = _gil_keeping("fa_wd_disarm_parent", None, ctypes.c_int32)
+    if _arm_parent(tid, tenths(settings)) != 0:
         return False
     _fork_caller = caller
     return True
@@ -109,8 +126,8 @@ def late_before():
 def disarm_parent(tid):
     global _fork_caller
     _fork_caller = None
-    if _marks is not None and _marks.parent_tid == tid and tid:
-        native.lib.fa_wd_disarm_parent(tid)
+    if _marks is not None and _marks.parent_tid == tid and tid and _disarm_parent is not None:
+        _disarm_parent(tid)
 
 
 # ---- child -------------------------------------------------------------------------------
