@@ -49,6 +49,10 @@ int fa_valid_mutex(const fa_mutex_layout *m, int32_t tid, uint32_t maxusers);
 int fa_valid_rwlock(const fa_rwlock_layout *r, int32_t tid, uint32_t maxthreads);
 void fa_scan_run(int mode);
 int32_t fa_sys_gettid(void);
+/* watchdog.c's parts of the pthread_atfork handlers */
+void fa_wd_on_prepare(void);
+void fa_wd_on_parent(void);
+void fa_wd_on_child(void);
 /* Parse lowercase hex digits at *s, advancing *s (no stdio in the fork path). */
 uint64_t fa_parse_hex(const char **s);
 

@@ -164,6 +164,48 @@ int fa_read(uint64_t addr, void *out, size_t n);
 /* dladdr, flattened: 1 if the address is in a loaded object. */
 int fa_dladdr(uint64_t addr, char *fname, size_t fnlen, char *sname, size_t snlen,
               uint64_t *fbase, uint64_t *saddr);
+/* The stuck-fork watchdog (watchdog.c). Where the watched thread is (phase), written by the
+ * Python hooks through a pointer taken once (plain memory stores) and by the C at-fork
+ * handlers; and what the parent watchdog saw when it fired. */
+#define FA_WD_IDLE 0
+#define FA_WD_PY_BEFORE 1
+#define FA_WD_LATE_BEFORE 2
+#define FA_WD_PREPARE 3
+#define FA_WD_PARENT_AFTER 4
+#define FA_WD_CHILD_HOOKS 5
+#define FA_WD_CHILD_RUN 6
+#define FA_WD_POLICY_QUIET 0
+#define FA_WD_POLICY_WARN 1
+#define FA_WD_POLICY_ABORT 2
+typedef struct {
+    volatile int32_t phase;        /* FA_WD_* */
+    volatile int32_t parent_tid;   /* the thread whose fork the parent timer watches, or 0 */
+    volatile int32_t parent_fired; /* 1 once the parent watchdog reported */
+    volatile int32_t parent_owner; /* then: the TID owning the glibc mutex waited on, or 0 */
+    volatile uint64_t parent_addr; /* then: the futex word waited on, or 0 */
+    volatile int32_t threads;      /* threads of the process at the last watched fork (C prepare) */
+} fa_wd_marks;
+extern fa_wd_marks fa_wd;
+/* Take a real-time signal whose disposition is SIG_DFL (from SIGRTMAX-1 down) for the
+ * watchdog's handler; the same one again once taken. The signal number, or -1. */
+int fa_wd_setup(void);
+/* Parent: watch the fork thread `tid` is starting, for tenths/10 seconds (one-shot). 0 if armed. */
+int fa_wd_arm_parent(int32_t tid, int32_t tenths);
+int fa_wd_parent_armed(void);
+void fa_wd_disarm_parent(int32_t tid);
+/* Child: check every tenths/10 seconds whether this thread waits on an inherited lock. */
+int fa_wd_arm_child(int32_t tenths, int policy);
+void fa_wd_disarm_child(void);
+/* Child, after the audit: the inherited held locks' futex addresses and their pre-rendered
+ * report entries (text: the entries one after another, lens[i] bytes each), and the lines
+ * that head them. The number kept. */
+int fa_wd_child_locks(const uint64_t *addrs, const int32_t *lens, int n, const char *text,
+                      const char *head, int32_t headlen);
+/* CPython's PyGILState_Ensure, PyGILState_Release, PyObject_CallObject, Py_DecRef, PyErr_Clear
+ * and two callables (all as addresses): the parent handler, and the child handler for a
+ * child stuck in its at-fork hooks, call them where that is safe. */
+void fa_wd_set_python(uint64_t ensure, uint64_t release, uint64_t call, uint64_t decref, uint64_t clear,
+                      uint64_t callable, uint64_t child_callable);
 /* The running thread's kernel id. */
 int32_t fa_gettid(void);
 
