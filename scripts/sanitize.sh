@@ -67,7 +67,7 @@ echo "== sanitizer build with $PY ($ASAN_LIB)"
 unset PYTHONPATH PYTHONHOME FORKAUDIT FORKAUDIT_JSON FORKAUDIT_SCAN
 "$PY" -m venv "$WORK/venv" </dev/null
 rm -rf "$REPO/build" "$REPO"/*.egg-info
-FORKAUDIT_SANITIZE=1 FORKAUDIT_WERROR=1 "$WORK/venv/bin/pip" install -q --no-cache-dir "$REPO" pytest jsonschema </dev/null
+FORKAUDIT_SANITIZE=1 FORKAUDIT_WERROR=1 "$WORK/venv/bin/pip" install -q --no-cache-dir "$REPO[test]" </dev/null
 rm -rf "$REPO/build" "$REPO"/*.egg-info
 SHIM=$(cd "$WORK" && "$WORK/venv/bin/python" -c 'import forkaudit._shim as s; print(s.__file__)' 2>/dev/null || true)
 if [ -z "$SHIM" ]; then  # importing it without the preload fails when it is sanitized

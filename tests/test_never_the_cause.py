@@ -222,12 +222,12 @@ emit(forked=forked, forkers=sorted(t.native_id for t in threads))
     assert names == {"forker-%d" % i for i in range(8)}, names
 
 
-# --- defect 6: abort judges after every at-fork hook; a child about to exec is never aborted ------
+# --- defect 6: abort (abort-now: the fork-time verdict, the strictest) judges after every at-fork hook; a child about to exec is never aborted ------
 
 RESET_PROGRAM = r'''
 import posix, pty, warnings
 warnings.simplefilter("ignore", DeprecationWarning)
-assert forkaudit.installed() is not None and forkaudit.installed().policy == "abort"
+assert forkaudit.installed() is not None and forkaudit.installed().policy == "abort-now"
 LOCK = threading.Lock()
 
 def enter(held, release):
@@ -278,7 +278,7 @@ emit(pid=pid, code=code)
 @pytest.mark.parametrize("reset", [True, False], ids=["reset-by-program", "control-no-reset"])
 def test_abort_spares_a_child_whose_lock_the_program_resets(fa_program, tmp_path, kind, reset):
     result = fa_program("RESET, KIND = %r, %r\n" % (reset, kind) + RESET_PROGRAM, install=False,
-                        env={"FORKAUDIT": "abort", "FORKAUDIT_JSON": str(tmp_path / "report.jsonl")})
+                        env={"FORKAUDIT": "abort-now", "FORKAUDIT_JSON": str(tmp_path / "report.jsonl")})
     assert result.returncode == 0, result
     facts = result.facts
     [rec] = child_records(result.records)
@@ -296,7 +296,7 @@ def test_abort_never_kills_a_subprocess_child_about_to_exec(fa_program, tmp_path
     result = fa_program(r'''
 import subprocess, warnings
 warnings.simplefilter("ignore", DeprecationWarning)
-assert forkaudit.installed() is not None and forkaudit.installed().policy == "abort"
+assert forkaudit.installed() is not None and forkaudit.installed().policy == "abort-now"
 LOCK = threading.Lock()
 
 def enter(held, release):
@@ -313,7 +313,7 @@ emit(returncode=done.returncode, stdout=done.stdout.decode(), stderr=done.stderr
 # positive control, same process, same held lock: a plain fork is judged and aborted
 pid, code = fork_once()
 emit(pid=pid, code=code)
-''', install=False, env={"FORKAUDIT": "abort", "FORKAUDIT_JSON": str(tmp_path / "report.jsonl")})
+''', install=False, env={"FORKAUDIT": "abort-now", "FORKAUDIT_JSON": str(tmp_path / "report.jsonl")})
     records = result.records
     assert result.returncode == 0, result
     facts = result.facts

@@ -172,7 +172,9 @@ def test_never_written_file_mapping_is_not_read(scan_in, residency):
 
 
 def test_written_file_mapping_is_read(scan_in):
-    rec, out = scan_in("WRITE = True\n" + FILE_MAPPING)
+    # no time budget: on a loaded machine 256 MB can take longer than the default 200 ms, and
+    # what this checks is that written pages are read, not how fast
+    rec, out = scan_in("WRITE = True\n" + FILE_MAPPING, FORKAUDIT_SCAN_BUDGET_MS="0")
     scan = rec["scan"]
     assert scan["complete"] is True and scan["bytes"] > 256 * MB, scan
 
