@@ -182,7 +182,10 @@ def test_cpythons_fork_warning_is_shown_as_often_as_without_forkaudit(run_python
 
 def test_200_forks_from_8_threads_at_once_give_one_own_record_each(fa_program):
     result = fa_program(r'''
-import warnings
+import logging, warnings
+# a program that logs: logging's own at-fork hooks (registered at its import, before forkaudit's)
+# run Python code between forkaudit's before-fork hook and the fork, where the GIL can change hands
+forkaudit.install(policy="record", json_path=REPORT)
 warnings.simplefilter("ignore", DeprecationWarning)
 start = threading.Barrier(8)
 forked = []          # (child pid, native id of the thread that forked it)
@@ -190,11 +193,14 @@ forked = []          # (child pid, native id of the thread that forked it)
 def forker():
     me = threading.get_native_id()
     start.wait()
-    for _ in range(25):
+    mine = []
+    for _ in range(25):          # fork, fork, fork...: the children are reaped at the end
         pid = os.fork()
         if pid == 0:
             os._exit(0)
+        mine.append(pid)
         forked.append((pid, me))
+    for pid in mine:
         _, status = os.waitpid(pid, 0)
         if exit_code(status) != 0:
             forked.append((pid, "exit %s" % exit_code(status)))
@@ -205,7 +211,7 @@ for t in threads:
 for t in threads:
     t.join(60)
 emit(forked=forked, forkers=sorted(t.native_id for t in threads))
-''', policy="record", timeout=120)
+''', install=False, timeout=120)
     assert result.returncode == 0, result
     facts = result.facts
     forked = dict(facts["forked"])
