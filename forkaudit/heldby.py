@@ -204,7 +204,9 @@ def analyse(frames):
                     released.add(id(lock))
                     if reacquiring:  # woken: taking the Condition's lock back
                         acquiring.append(Held(lock, "Condition", index, "acquiring", "Condition.wait"))
-                private.extend(w for w in safeattr.get(cond, "_waiters", ()))
+                # one C call copies the deque: a generator over it would let the GIL go between
+                # items, and other threads waiting on or notifying this Condition change it
+                private.extend(tuple(safeattr.get(cond, "_waiters", ())))
             waiter = f_locals.get("waiter")
             if waiter is not None:
                 private.append(waiter)

@@ -224,7 +224,7 @@ def walk(extra_roots=(), max_nodes=MAX_NODES):
         if depth >= MAX_DEPTH:
             continue
         if is_a(obj, condition):
-            result.private.update(id(w) for w in safeattr.get(obj, "_waiters", ()))
+            result.private.update(map(id, tuple(safeattr.get(obj, "_waiters", ()))))  # one C copy
         try:
             children = list(_children(obj))
         except Exception:  # noqa: BLE001 - an odd object: leave it

@@ -167,13 +167,9 @@ emit(refused=refused, forked=forked)
 '''
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "forkaudit bug: the parent iterates a Condition's _waiters deque with a generator "
-    "(heldby.py:231 in the before-fork snapshot, naming.py:226 in the walk of policy 'raise') "
-    "while other threads wait on or notify that Condition; the GIL changes hands between items, "
-    "the deque changes: RuntimeError 'deque mutated during iteration', and the fork is not "
-    "audited (a lost record) or, under 'raise', not refused (fail open). Copy the deque with "
-    "one C call first: tuple(obj.__dict__.get('_waiters', ()))"))
+# Found by the stress test: the parent iterated a Condition's _waiters deque with a generator
+# while other threads waited on or notified it (the GIL changes hands between items): a
+# RuntimeError 'deque mutated during iteration' lost the record, or under 'raise' the refusal.
 @pytest.mark.parametrize("policy", ["record", "raise"])
 def test_conditions_in_use_by_other_threads_never_cost_a_record_or_a_refusal(fa_program, policy):
     attempts = 600
