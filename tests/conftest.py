@@ -38,6 +38,7 @@ def no_c_level_reason():
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "stress: thousands of forks under load (scripts/test-all.sh runs them on the newest Python only; `-m stress` picks them)")
     config.addinivalue_line("markers", "c_level: needs the shim's verified lock layouts (C-level locks, and the lock states read through them): Linux, glibc, x86_64")
 
 

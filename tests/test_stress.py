@@ -15,6 +15,8 @@ import os
 
 import pytest
 
+pytestmark = pytest.mark.stress
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 STRESS = os.path.join(HERE, "..", "bench", "stress.py")
 
