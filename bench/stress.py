@@ -1,7 +1,7 @@
 """Stress: thousands of forks at once, under load, under every policy; nothing may break.
 
     python bench/stress.py [--quick] [--policies none,record,warn,abort,raise]
-                           [--forkers 4] [--forks 500] [--signal-forks 200] [--grandchild-every 10]
+                           [--forkers 4] [--forks 300] [--signal-forks 200] [--grandchild-every 10]
                            [--hammers 8] [--scan full] [--timeout 600]
 
 For each policy, a fresh interpreter (this file with --worker) runs, at once:
@@ -68,7 +68,7 @@ unsigned long stress_hammer(int n)
 }
 '''
 
-FULL = dict(forkers=4, forks=500, signal_forks=200, grandchild_every=10, hammers=8)
+FULL = dict(forkers=4, forks=300, signal_forks=200, grandchild_every=10, hammers=8)
 QUICK = dict(forkers=4, forks=100, signal_forks=50, grandchild_every=10, hammers=8)
 
 
