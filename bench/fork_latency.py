@@ -34,7 +34,7 @@ in Event.wait. Then prints:
    scan pays) and warm (later passes in the same child); two sets of fake TIDs
    that are hard on the scan's prefilter; and the child-side scan seconds the
    audited forks recorded in their JSON records ("scan" field).
-4. forkaudit.hooks.take_snapshot (the Python before-fork hook's work) timed on
+4. forkaudit.flow.take_snapshot (the Python before-fork hook's work) timed on
    its own, right after a fork and with no fork in between.
 """
 import argparse
@@ -54,7 +54,7 @@ import time
 import warnings
 
 import forkaudit
-from forkaudit import hooks, native
+from forkaudit import flow, native
 
 TARGET_PARENT = 1.25  # parent-side fork latency at most this times bare
 TARGET_SCAN = 0.5     # scan throughput at least this times memchr
@@ -356,10 +356,10 @@ def snapshot_cost(rounds, threads):
     page of this process: the first write to each is a fault) and again with no fork in
     between. Returns {case: (ms list, minor faults list)} and how often a busy thread ran
     during the call (the GIL changed hands inside the Python hook)."""
-    forkaudit.install(policy="record", json_path=os.devnull, scan="full")
+    forkaudit.install(policy="record", json_path=None, scan="full")
     settings = forkaudit.installed()
-    forkaudit.uninstall()  # os.fork is the real one again; take_snapshot needs only the settings
-    hooks.take_snapshot(settings)
+    forkaudit.uninstall()  # forks are not audited again; take_snapshot needs only the settings
+    flow.take_snapshot(settings)
     out = {"after a fork": ([], []), "no fork between": ([], [])}
     switched = 0
     for _ in range(rounds):
@@ -371,7 +371,7 @@ def snapshot_cost(rounds, threads):
             spins = sum(threads.spins)
             faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
             t0 = time.monotonic_ns()
-            hooks.take_snapshot(settings)
+            flow.take_snapshot(settings)
             t1 = time.monotonic_ns()
             out[case][1].append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - faults)
             out[case][0].append((t1 - t0) / 1e6)
@@ -540,7 +540,7 @@ def main():
         print_scan(threads, items, keep, pid_max, json_path)
 
         cost, switched = snapshot_cost(args.rounds, threads)
-        print("\n4. forkaudit.hooks.take_snapshot (the Python before-fork hook's work) on its own, "
+        print("\n4. forkaudit.flow.take_snapshot (the Python before-fork hook's work) on its own, "
               "median / p90:")
         for case, (times, faults) in cost.items():
             print("  %-16s %6.3f / %6.3f ms, %4d page faults (median)"

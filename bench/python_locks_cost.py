@@ -23,7 +23,7 @@ import time
 
 import forkaudit
 from benchutil import in_child
-from forkaudit import hooks, naming, pylocks, settings
+from forkaudit import flow, naming, pylocks, settings
 
 
 class Account:
@@ -83,7 +83,7 @@ def main():
     captures = []
     for _ in range(args.rounds):
         t0 = time.perf_counter()
-        hooks.take_snapshot(cfg)
+        flow.take_snapshot(cfg)
         captures.append((time.perf_counter() - t0) * 1e3)
 
     bare, audited = [], []
@@ -94,7 +94,7 @@ def main():
         audited.append(fork_ms())
     forkaudit.uninstall()
 
-    snap = hooks.take_snapshot(cfg)
+    snap = flow.take_snapshot(cfg)
 
     def child_audit():
         t0 = time.perf_counter()

@@ -160,6 +160,7 @@ static const fa_arm_slot *slot_of(int32_t tid) {
 
 static void on_prepare(void) {
     int32_t me = fa_sys_gettid();
+    fa_wd_on_prepare();
     armed = slot_of(me);
     if (armed == NULL)
         return;
@@ -171,11 +172,13 @@ static void on_prepare(void) {
 }
 
 static void on_parent(void) {
+    fa_wd_on_parent();
     armed = NULL; /* the slot itself is the Python side's: its after-in-parent hook frees it */
 }
 
 static void on_child(void) {
     int i;
+    fa_wd_on_child();
     child_armed = armed != NULL;
     armed = NULL;
     /* the other threads' slots belong to threads that do not exist here */

@@ -18,6 +18,10 @@ struct fa_state {
     int nreject;
     uint64_t reject[FA_MAX_REJECT];
     fa_hit hits[FA_MAX_HITS];
+    int npytypes;
+    uint64_t pytypes[FA_MAX_PYTYPES];   /* Python lock types (ob_type values) */
+    int32_t pykinds[FA_MAX_PYTYPES];    /* FA_PYLOCK_* of each */
+    fa_pylock pylocks[FA_MAX_PYLOCKS];
     fa_scan_stats stats;
     uint64_t budget_ms, budget_bytes;   /* the child-side scan's budgets (0: none) */
     char io[65536];                     /* /proc reads */
@@ -45,6 +49,10 @@ int fa_valid_mutex(const fa_mutex_layout *m, int32_t tid, uint32_t maxusers);
 int fa_valid_rwlock(const fa_rwlock_layout *r, int32_t tid, uint32_t maxthreads);
 void fa_scan_run(int mode);
 int32_t fa_sys_gettid(void);
+/* watchdog.c's parts of the pthread_atfork handlers */
+void fa_wd_on_prepare(void);
+void fa_wd_on_parent(void);
+void fa_wd_on_child(void);
 /* Parse lowercase hex digits at *s, advancing *s (no stdio in the fork path). */
 uint64_t fa_parse_hex(const char **s);
 

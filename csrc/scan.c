@@ -66,6 +66,7 @@ struct pm_scan_arg {
 
 int fa_test_break_maps;
 int fa_test_residency;
+int fa_test_portable;
 
 typedef struct {
     uintptr_t start, end;
@@ -93,10 +94,20 @@ struct walk {
 static sigjmp_buf fault_jump;
 static volatile sig_atomic_t guarding;
 static volatile uintptr_t fault_addr;
+/* The inner guard of one Python lock candidate's reads (pointers followed out of the run
+ * being read): a fault there drops that candidate, not a page of the run. Set without
+ * saving the signal mask (no system call: a heap holds many lock objects); SA_NODEFER
+ * leaves the mask as it was, so there is nothing to restore. */
+static sigjmp_buf probe_jump;
+static volatile sig_atomic_t probing;
 
 static void on_fault(int sig, siginfo_t *info, void *ctx) {
     (void)sig;
     (void)ctx;
+    if (probing) {
+        probing = 0;
+        siglongjmp(probe_jump, 1);
+    }
     if (guarding) {
         fault_addr = (uintptr_t)info->si_addr;
         siglongjmp(fault_jump, 1);
@@ -176,31 +187,211 @@ FA_NO_SANITIZE static void check_candidate(uintptr_t p, int32_t tid, const mappi
     }
 }
 
+/* CPython lock objects (fa_set_pylock_types). On 3.9-3.13 both _thread.lock and
+ * _thread.RLock are { ob_refcnt, ob_type, PyThread_type_lock (a glibc sem_t *) ... }, an
+ * RLock then { unsigned long rlock_owner, unsigned long rlock_count }. */
+#define PY_TYPE_OFFSET 8
+#define PY_LOCK_OFFSET 16
+#define PY_RLOCK_OWNER_OFFSET 24
+#define PY_RLOCK_COUNT_OFFSET 32
+#define PY_LOCK_SIZE 24  /* the part of a lock object read */
+#define PY_RLOCK_SIZE 40
+#define PY_MAX_REFCNT (1ull << 40)
+/* glibc's struct new_sem (64-bit atomics): data = value | nwaiters << 32, then private */
+#define SEM_PRIVATE_SHARED 128 /* FUTEX_PRIVATE_FLAG: a process-shared semaphore */
+
+struct pyread {
+    uint64_t owner, count;
+    uint32_t sem;
+};
+
+/* Read and validate one candidate: 1 a lock object, 0 not. Runs under the probe guard. */
+FA_NO_SANITIZE __attribute__((noinline)) static int read_pylock(uintptr_t obj, int rlock, struct pyread *r) {
+    uint64_t refcnt = *(const volatile uint64_t *)obj;
+    uint64_t sem = *(const volatile uint64_t *)(obj + PY_LOCK_OFFSET), data;
+    uint32_t priv, value, nwaiters;
+    if (refcnt == 0 || refcnt >= PY_MAX_REFCNT || sem == 0 || (sem & 7) != 0)
+        return 0;
+    data = *(const volatile uint64_t *)(uintptr_t)sem;
+    priv = *(const volatile uint32_t *)(uintptr_t)(sem + 8);
+    value = (uint32_t)data;
+    nwaiters = (uint32_t)(data >> 32);
+    /* waiters are threads of the process at the fork */
+    if (value > 1 || nwaiters > (uint32_t)fa_g.ntids + 1 || (priv != 0 && priv != SEM_PRIVATE_SHARED))
+        return 0;
+    r->sem = value;
+    r->owner = r->count = 0;
+    if (rlock) {
+        r->owner = *(const volatile uint64_t *)(obj + PY_RLOCK_OWNER_OFFSET);
+        r->count = *(const volatile uint64_t *)(obj + PY_RLOCK_COUNT_OFFSET);
+        /* the GIL is held around every change of owner and count: both set or both clear;
+         * free, both clear. Taken with neither set: acquired, waiting for the GIL. */
+        if ((r->owner == 0) != (r->count == 0) || (value == 1 && r->owner != 0) || r->count >= (1ull << 32))
+            return 0;
+    }
+    return 1;
+}
+
+static int guarded_read_pylock(uintptr_t obj, int rlock, struct pyread *r) {
+    if (sigsetjmp(probe_jump, 0) != 0) {
+        fa_g.stats.pylock_faults++;
+        return 0;
+    }
+    probing = 1;
+    if (!read_pylock(obj, rlock, r)) {
+        probing = 0;
+        return 0;
+    }
+    probing = 0;
+    return 1;
+}
+
+/* p: the address of a word equal to registered type t, 8-aligned, inside mapping m. */
+static void check_pylock(uintptr_t p, int t, const mapping *m) {
+    uintptr_t obj = p - PY_TYPE_OFFSET, state = (uintptr_t)&fa_g;
+    int rlock = fa_g.pykinds[t] == FA_PYLOCK_RLOCK;
+    struct pyread r;
+    fa_pylock *h;
+    if (p < m->start + PY_TYPE_OFFSET || obj + (rlock ? PY_RLOCK_SIZE : PY_LOCK_SIZE) > m->end)
+        return;
+    if (p >= state && p < state + sizeof fa_g)
+        return; /* our own copy of the types */
+    if (!guarded_read_pylock(obj, rlock, &r))
+        return;
+    if (r.sem != 0) {
+        fa_g.stats.pylocks_free++;
+        return;
+    }
+    if (fa_g.stats.pylocks >= FA_MAX_PYLOCKS) {
+        fa_g.stats.pylock_overflow++;
+        return;
+    }
+    h = &fa_g.pylocks[fa_g.stats.pylocks++];
+    h->addr = obj;
+    h->owner = r.owner;
+    h->count = r.count;
+    h->type = t;
+    h->sem = r.sem;
+}
+
+void fa_set_pylock_types(const uint64_t *types, const int32_t *kinds, int n) {
+    int i;
+    if (n > FA_MAX_PYTYPES)
+        n = FA_MAX_PYTYPES;
+    if (n < 0)
+        n = 0;
+    fa_g.npytypes = 0;
+    for (i = 0; i < n; i++) {
+        fa_g.pytypes[i] = types[i];
+        fa_g.pykinds[i] = kinds[i];
+    }
+    for (; i < FA_MAX_PYTYPES; i++) { /* the prefilter tests every slot: repeat the first */
+        fa_g.pytypes[i] = n ? types[0] : 0;
+        fa_g.pykinds[i] = n ? kinds[0] : 0;
+    }
+    fa_g.npytypes = n;
+}
+
+int fa_pylocks(fa_pylock *out, int max) {
+    int n = fa_g.stats.pylocks < max ? fa_g.stats.pylocks : max;
+    if (out != NULL && n > 0)
+        memcpy(out, fa_g.pylocks, (size_t)n * sizeof *out);
+    return fa_g.stats.pylocks;
+}
+
+/* What one pass looks for: owner TIDs in [lo, lo + span], and npy Python lock types. */
+struct range {
+    uint32_t lo, span;
+    int npy;
+    uint64_t types[FA_MAX_PYTYPES];
+};
+
 /* The exact look at the 8-aligned words of a block that passed the prefilter. */
-FA_NO_SANITIZE static void exact(const uint32_t *w, size_t count, const mapping *m, uint32_t lo, uint32_t span) {
+FA_NO_SANITIZE static void exact(const uint32_t *w, size_t count, const mapping *m, const struct range *r) {
     size_t j;
+    int t;
     for (j = 0; j < count; j += 2) {
         uint32_t v = w[j];
-        if (v - lo <= span && vanished((int32_t)v))
+        if (v - r->lo <= r->span && vanished((int32_t)v))
             check_candidate((uintptr_t)&w[j], (int32_t)v, m);
+        if (r->npy) {
+            uint64_t q = (uint64_t)v | (uint64_t)w[j + 1] << 32;
+            for (t = 0; t < r->npy; t++)
+                if (q == r->types[t]) {
+                    check_pylock((uintptr_t)&w[j], t, m);
+                    break;
+                }
+        }
     }
 }
 
-/* The portable hot loop: a branch-free range test over 64-byte blocks (gcc
- * vectorises it), then an exact look at the rare blocks that pass. */
-FA_NO_SANITIZE static size_t prefilter_portable(const uint32_t *w, size_t n, const mapping *m, uint32_t lo,
-                                                uint32_t span) {
-    size_t i, j;
+/* The portable hot loop: a branch-free test over 64-byte blocks, then an exact look at the
+ * rare blocks that pass. NPY (a constant where it is inlined: 0, 2 or 4) Python lock types
+ * are tested besides the TID range. */
+#if defined(__GNUC__)
+/* GCC/Clang generic vectors: SSE2 on any x86_64, NEON on aarch64. x - lo <= span per lane;
+ * a type is tested on its low half only (64-bit lane compares need SSE4.1), exact()
+ * compares the whole word. Only the 8-aligned words (lanes 0 and 2) count: the odd ones
+ * are the high halves of pointers (0x55xx, 0x7fxx), values a TID can take. */
+typedef uint32_t fa_v4u __attribute__((vector_size(16)));
+/* the same, read from scanned memory: any alias, 8-aligned (a run starts on a page) */
+typedef uint32_t fa_v4u_in __attribute__((vector_size(16), aligned(8), may_alias));
+
+FA_NO_SANITIZE static inline __attribute__((always_inline)) size_t
+prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m, const struct range *r, int NPY) {
+    const fa_v4u vlo = {r->lo, r->lo, r->lo, r->lo}, vspan = {r->span, r->span, r->span, r->span};
+    const uint32_t a = (uint32_t)r->types[0], b = (uint32_t)r->types[1];
+    const uint32_t c = (uint32_t)r->types[2], d = (uint32_t)r->types[3];
+    const fa_v4u t0 = {a, a, a, a}, t1 = {b, b, b, b}, t2 = {c, c, c, c}, t3 = {d, d, d, d};
+    const fa_v4u even = {~0u, 0, ~0u, 0};
+    size_t i;
+    unsigned k;
     for (i = 0; i + BLOCK_WORDS <= n; i += BLOCK_WORDS) {
-        unsigned any = 0;
-        /* only the 8-aligned words can be an owner field (exact() looks at no other); the
-         * odd ones are the high halves of pointers (0x55xx, 0x7fxx), values a TID can take */
-        for (j = 0; j < BLOCK_WORDS; j += 2)
-            any |= (unsigned)(w[i + j] - lo <= span);
-        if (any)
-            exact(w + i, BLOCK_WORDS, m, lo, span);
+        fa_v4u acc = {0, 0, 0, 0};
+        for (k = 0; k < BLOCK_WORDS; k += 4) {
+            const fa_v4u x = *(const fa_v4u_in *)(w + i + k);
+            acc |= (fa_v4u)(x - vlo <= vspan);
+            if (NPY >= 2)
+                acc |= (fa_v4u)(x == t0) | (fa_v4u)(x == t1);
+            if (NPY >= 4)
+                acc |= (fa_v4u)(x == t2) | (fa_v4u)(x == t3);
+        }
+        acc &= even;
+        if (acc[0] | acc[2])
+            exact(w + i, BLOCK_WORDS, m, r);
     }
     return i;
+}
+#else
+static size_t prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m, const struct range *r,
+                                   int NPY) {
+    const uint32_t lo = r->lo, span = r->span;
+    uint32_t tlo[FA_MAX_PYTYPES];
+    size_t i, j;
+    int t;
+    for (t = 0; t < FA_MAX_PYTYPES; t++)
+        tlo[t] = (uint32_t)r->types[t];
+    for (i = 0; i + BLOCK_WORDS <= n; i += BLOCK_WORDS) {
+        unsigned any = 0;
+        for (j = 0; j < BLOCK_WORDS; j += 2) {
+            any |= (unsigned)(w[i + j] - lo <= span);
+            for (t = 0; t < NPY; t++)
+                any |= (unsigned)(w[i + j] == tlo[t]);
+        }
+        if (any)
+            exact(w + i, BLOCK_WORDS, m, r);
+    }
+    return i;
+}
+#endif
+
+FA_NO_SANITIZE static size_t prefilter_portable(const uint32_t *w, size_t n, const mapping *m,
+                                                const struct range *r) {
+    if (r->npy == 0)
+        return prefilter_portable_n(w, n, m, r, 0);
+    if (r->npy <= 2)
+        return prefilter_portable_n(w, n, m, r, 2);
+    return prefilter_portable_n(w, n, m, r, 4);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -208,25 +399,43 @@ FA_NO_SANITIZE static size_t prefilter_portable(const uint32_t *w, size_t n, con
 #define AVX2_WORDS 64u /* 256 bytes per test */
 
 /* The same test with AVX2, 256 bytes per branch: x - lo <= span (unsigned) is
- * min(x - lo, span) == x - lo. Chosen at run time (__builtin_cpu_supports). */
-FA_NO_SANITIZE __attribute__((target("avx2"))) static size_t prefilter_avx2(const uint32_t *w, size_t n,
-                                                                            const mapping *m, uint32_t lo,
-                                                                            uint32_t span) {
-    const __m256i vlo = _mm256_set1_epi32((int)lo), vspan = _mm256_set1_epi32((int)span);
-    /* lanes 0, 2, 4, 6: the 8-aligned words, the only ones exact() looks at */
+ * min(x - lo, span) == x - lo; a type is a 64-bit equality. Chosen at run time
+ * (__builtin_cpu_supports). */
+FA_NO_SANITIZE static inline __attribute__((always_inline, target("avx2"))) size_t
+prefilter_avx2_n(const uint32_t *w, size_t n, const mapping *m, const struct range *r, int NPY) {
+    const __m256i vlo = _mm256_set1_epi32((int)r->lo), vspan = _mm256_set1_epi32((int)r->span);
+    const __m256i t0 = _mm256_set1_epi64x((long long)r->types[0]), t1 = _mm256_set1_epi64x((long long)r->types[1]);
+    const __m256i t2 = _mm256_set1_epi64x((long long)r->types[2]), t3 = _mm256_set1_epi64x((long long)r->types[3]);
+    /* lanes 0, 2, 4, 6: the 8-aligned words, the only ones exact() looks at (a 64-bit
+     * equality sets both halves) */
     const __m256i even = _mm256_set_epi32(0, -1, 0, -1, 0, -1, 0, -1);
     size_t i;
     for (i = 0; i + AVX2_WORDS <= n; i += AVX2_WORDS) {
         __m256i acc = _mm256_setzero_si256();
         unsigned k;
         for (k = 0; k < AVX2_WORDS; k += 8) {
-            __m256i d = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(w + i + k)), vlo);
+            __m256i x = _mm256_loadu_si256((const __m256i *)(w + i + k));
+            __m256i d = _mm256_sub_epi32(x, vlo);
             acc = _mm256_or_si256(acc, _mm256_cmpeq_epi32(_mm256_min_epu32(d, vspan), d));
+            if (NPY >= 2)
+                acc = _mm256_or_si256(acc, _mm256_or_si256(_mm256_cmpeq_epi64(x, t0), _mm256_cmpeq_epi64(x, t1)));
+            if (NPY >= 4)
+                acc = _mm256_or_si256(acc, _mm256_or_si256(_mm256_cmpeq_epi64(x, t2), _mm256_cmpeq_epi64(x, t3)));
         }
         if (!_mm256_testz_si256(acc, even))
-            exact(w + i, AVX2_WORDS, m, lo, span);
+            exact(w + i, AVX2_WORDS, m, r);
     }
     return i;
+}
+
+FA_NO_SANITIZE __attribute__((target("avx2"))) static size_t prefilter_avx2(const uint32_t *w, size_t n,
+                                                                            const mapping *m,
+                                                                            const struct range *r) {
+    if (r->npy == 0)
+        return prefilter_avx2_n(w, n, m, r, 0);
+    if (r->npy <= 2)
+        return prefilter_avx2_n(w, n, m, r, 2);
+    return prefilter_avx2_n(w, n, m, r, 4);
 }
 
 static int have_avx2(void) {
@@ -237,17 +446,17 @@ static int have_avx2(void) {
 }
 #endif
 
-FA_NO_SANITIZE static void scan_run(uintptr_t from, uintptr_t to, const mapping *m, uint32_t lo, uint32_t span) {
+FA_NO_SANITIZE static void scan_run(uintptr_t from, uintptr_t to, const mapping *m, const struct range *r) {
     const uint32_t *w = (const uint32_t *)from;
     size_t n = (to - from) / 4, done;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (have_avx2())
-        done = prefilter_avx2(w, n, m, lo, span);
+    if (have_avx2() && !fa_test_portable)
+        done = prefilter_avx2(w, n, m, r);
     else
 #endif
-        done = prefilter_portable(w, n, m, lo, span);
+        done = prefilter_portable(w, n, m, r);
     if (done < n)
-        exact(w + done, (n - done) & ~(size_t)1, m, lo, span);
+        exact(w + done, (n - done) & ~(size_t)1, m, r);
 }
 
 /* Run fn over [first, stop) under the fault guard; a fault skips the faulting page. */
@@ -628,11 +837,8 @@ static void guard_off(void) {
     sigaction(SIGBUS, &old_bus, NULL);
 }
 
-struct range { uint32_t lo, span; };
-
 FA_NO_SANITIZE static void scan_fn(uintptr_t from, uintptr_t to, const mapping *m, void *arg) {
-    const struct range *r = arg;
-    scan_run(from, to, m, r->lo, r->span);
+    scan_run(from, to, m, (const struct range *)arg);
 }
 
 void fa_set_budget(uint64_t ms, uint64_t bytes) {
@@ -655,8 +861,13 @@ static void scan(int mode, int budgeted) {
     else if (fa_g.ntids <= 0)
         fa_g.stats.not_run = FA_NOT_RUN_NO_THREADS;
     else {
+        int t;
         r.lo = (uint32_t)fa_g.tids[0];
         r.span = (uint32_t)fa_g.tids[fa_g.ntids - 1] - r.lo;
+        r.npy = fa_g.npytypes;
+        for (t = 0; t < FA_MAX_PYTYPES; t++)
+            r.types[t] = fa_g.pytypes[t];
+        fa_g.stats.pytypes = r.npy;
         guard_on();
         walk_all(mode, scan_fn, &r, budgeted);
         guard_off();

@@ -18,6 +18,12 @@
 #define FA_MAX_HITS 512
 #define FA_COMM_LEN 16
 #define FA_MAX_REJECT 8
+#define FA_MAX_PYTYPES 4
+#define FA_MAX_PYLOCKS 1024
+
+/* what a registered Python lock type is (fa_set_pylock_types) */
+#define FA_PYLOCK_LOCK 1
+#define FA_PYLOCK_RLOCK 2
 
 /* how the scan told written pages from the rest (fa_scan_stats.residency) */
 #define FA_RES_NONE 0
@@ -66,7 +72,21 @@ typedef struct {
     uint64_t swapped;     /* bytes of swapped-out pages, not read */
     uint64_t budget_ms;   /* the budgets this scan ran under (0: none) */
     uint64_t budget_bytes;
+    int32_t pytypes;         /* Python lock types the scan looked for (0: no discovery) */
+    int32_t pylocks;         /* held Python lock objects recorded */
+    int32_t pylock_overflow; /* held ones not recorded (FA_MAX_PYLOCKS reached) */
+    int32_t pylock_faults;   /* candidates whose read faulted (not lock objects) */
+    uint64_t pylocks_free;   /* valid lock objects seen free (not recorded) */
 } fa_scan_stats;
+
+/* A CPython lock object found held by the scan (see fa_set_pylock_types). */
+typedef struct {
+    uint64_t addr;     /* the object (its id()) */
+    uint64_t owner;    /* RLock: rlock_owner, the owner's thread ident (0: taken, not yet owned); lock: 0 */
+    uint64_t count;    /* RLock: rlock_count; lock: 0 */
+    int32_t type;      /* index of its type in the registered types */
+    uint32_t sem;      /* the value of its semaphore: 0, taken */
+} fa_pylock;
 
 /* 1 when glibc's lock layout matches what the scan expects; else 0 and a reason in msg. */
 int fa_layout_check(char *msg, size_t msglen);
@@ -99,6 +119,16 @@ extern fa_arm_slot fa_arm[FA_MAX_ARMED];
 int fa_child_armed(void);
 /* Type objects whose instances can mimic a held mutex (see scan.c); set once at install. */
 void fa_set_reject(const uint64_t *reject, int nreject);
+/* The CPython lock types whose held instances the child-side scan also records, in the same
+ * pass (set once at install; n <= FA_MAX_PYTYPES, 0 turns it off): types[i] is id() of the
+ * type, kinds[i] FA_PYLOCK_LOCK (_thread.lock) or FA_PYLOCK_RLOCK (_thread.RLock). The
+ * layout (CPython 3.9-3.13: the PyThread lock, a glibc sem_t *, at object+16; an RLock's
+ * owner ident at +24, its count at +32) is verified on the Python side before registering
+ * (forkaudit/cpython_layout.py). An object is recorded when its ob_type word is one of the
+ * types, its refcount is in (0, 2^40), and its semaphore reads as a valid sem_t taken. */
+void fa_set_pylock_types(const uint64_t *types, const int32_t *kinds, int n);
+/* The held Python lock objects of the last scan (the count, even when max is smaller). */
+int fa_pylocks(fa_pylock *out, int max);
 /* In the child: the threads recorded at the fork (vanished ones) and the forking thread. */
 int fa_vanished(int32_t *tids, int max);
 int32_t fa_forking_tid(void);
@@ -120,6 +150,8 @@ void fa_set_budget(uint64_t ms, uint64_t bytes);
 extern int fa_test_break_maps;
 /* Test-only: a FA_RES_* residency source to fall back to even where a better one works. */
 extern int fa_test_residency;
+/* Test-only: 1 makes the scan use its portable prefilter even where AVX2 is available. */
+extern int fa_test_portable;
 /* Run a scan now in this process for the given owner TIDs (tests and benchmarks; call it
  * only in a single-threaded process, such as a forked child). No budget applies. */
 int fa_scan_now(int mode, const int32_t *tids, int ntids, int nthreads);
@@ -132,6 +164,48 @@ int fa_read(uint64_t addr, void *out, size_t n);
 /* dladdr, flattened: 1 if the address is in a loaded object. */
 int fa_dladdr(uint64_t addr, char *fname, size_t fnlen, char *sname, size_t snlen,
               uint64_t *fbase, uint64_t *saddr);
+/* The stuck-fork watchdog (watchdog.c). Where the watched thread is (phase), written by the
+ * Python hooks through a pointer taken once (plain memory stores) and by the C at-fork
+ * handlers; and what the parent watchdog saw when it fired. */
+#define FA_WD_IDLE 0
+#define FA_WD_PY_BEFORE 1
+#define FA_WD_LATE_BEFORE 2
+#define FA_WD_PREPARE 3
+#define FA_WD_PARENT_AFTER 4
+#define FA_WD_CHILD_HOOKS 5
+#define FA_WD_CHILD_RUN 6
+#define FA_WD_POLICY_QUIET 0
+#define FA_WD_POLICY_WARN 1
+#define FA_WD_POLICY_ABORT 2
+typedef struct {
+    volatile int32_t phase;        /* FA_WD_* */
+    volatile int32_t parent_tid;   /* the thread whose fork the parent timer watches, or 0 */
+    volatile int32_t parent_fired; /* 1 once the parent watchdog reported */
+    volatile int32_t parent_owner; /* then: the TID owning the glibc mutex waited on, or 0 */
+    volatile uint64_t parent_addr; /* then: the futex word waited on, or 0 */
+    volatile int32_t threads;      /* threads of the process at the last watched fork (C prepare) */
+} fa_wd_marks;
+extern fa_wd_marks fa_wd;
+/* Take a real-time signal whose disposition is SIG_DFL (from SIGRTMAX-1 down) for the
+ * watchdog's handler; the same one again once taken. The signal number, or -1. */
+int fa_wd_setup(void);
+/* Parent: watch the fork thread `tid` is starting, for tenths/10 seconds (one-shot). 0 if armed. */
+int fa_wd_arm_parent(int32_t tid, int32_t tenths);
+int fa_wd_parent_armed(void);
+void fa_wd_disarm_parent(int32_t tid);
+/* Child: check every tenths/10 seconds whether this thread waits on an inherited lock. */
+int fa_wd_arm_child(int32_t tenths, int policy);
+void fa_wd_disarm_child(void);
+/* Child, after the audit: the inherited held locks' futex addresses and their pre-rendered
+ * report entries (text: the entries one after another, lens[i] bytes each), and the lines
+ * that head them. The number kept. */
+int fa_wd_child_locks(const uint64_t *addrs, const int32_t *lens, int n, const char *text,
+                      const char *head, int32_t headlen);
+/* CPython's PyGILState_Ensure, PyGILState_Release, PyObject_CallObject, Py_DecRef, PyErr_Clear
+ * and two callables (all as addresses): the parent handler, and the child handler for a
+ * child stuck in its at-fork hooks, call them where that is safe. */
+void fa_wd_set_python(uint64_t ensure, uint64_t release, uint64_t call, uint64_t decref, uint64_t clear,
+                      uint64_t callable, uint64_t child_callable);
 /* The running thread's kernel id. */
 int32_t fa_gettid(void);
 

@@ -62,12 +62,75 @@ def _verify():
 
 verified = _verify()
 
+# _thread.RLock (rlockobject, Modules/_threadmodule.c, 3.9-3.13): after the lock pointer,
+# unsigned long rlock_owner (the owner's thread ident; PyThread_ident_t on 3.13, the same
+# size) and unsigned long rlock_count. The child-side scan reads them (csrc/scan.c).
+RLOCK_OWNER_OFFSET = 24
+RLOCK_COUNT_OFFSET = 32
+
+
+def _verify_rlock():
+    """Owner and count where the scan reads them, on a C RLock held twice by this thread,
+    then released (both back to 0, semaphore free)."""
+    import _thread
+
+    if not verified or not isinstance(getattr(_thread, "RLock", None), type):
+        return False
+    try:
+        lock = _thread.RLock()
+        me = threading.get_ident()
+
+        def state():
+            return (_checked_sem_value(lock), _checked_u64(id(lock) + RLOCK_OWNER_OFFSET),
+                    _checked_u64(id(lock) + RLOCK_COUNT_OFFSET))
+
+        free = state()
+        lock.acquire()
+        lock.acquire()
+        held = state()
+        lock.release()
+        lock.release()
+        return (free, held, state()) == ((1, 0, 0), (0, me, 2), (1, 0, 0))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def pylock_types():
+    """[(type, kind)] of the lock types whose layout is verified here, for the scan."""
+    import _thread
+
+    out = []
+    if verified:
+        out.append((type(_thread.allocate_lock()), "lock"))
+        if _verify_rlock():
+            out.append((_thread.RLock, "rlock"))
+    return out
+
+
+def register_pylock_types():
+    """Make the child-side C scan find held instances of the verified lock types
+    (native.set_pylock_types). The types registered, in type_index order."""
+    types = pylock_types()
+    native.set_pylock_types([id(t) for t, _ in types], [k for _, k in types])
+    return [t for t, _ in types]
+
 
 def semaphore_address(lock):
     """Address of the lock's semaphore (its futex word), or None."""
     if not verified:
         return None
     return int(native.ffi.cast("uint64_t *", id(lock) + LOCK_POINTER_OFFSET)[0]) or None
+
+
+def taken_at(address):
+    """The same question for a lock object known only by its address (the C scan's discovery),
+    read fault-safely: True/False, or None when it cannot be read."""
+    if not verified:
+        return None
+    raw = native.read(address + LOCK_POINTER_OFFSET, 8)
+    pointer = int.from_bytes(raw, "little") if raw else 0
+    raw = native.read(pointer, 4) if pointer else None
+    return None if raw is None else int.from_bytes(raw, "little") == 0
 
 
 def taken(lock):
@@ -154,7 +217,7 @@ def buffered_owner(obj):
     """The ident of the thread holding a buffered IO object's internal lock, or None if free.
 
     (Direct reads: the object is alive, the offsets verified.)"""
-    if buffered_offsets is None or not isinstance(obj, BUFFERED_TYPES):
+    if buffered_offsets is None or not issubclass(type(obj), BUFFERED_TYPES):
         return None
     lock_off, owner_off = buffered_offsets
     pointer = int(native.ffi.cast("uint64_t *", id(obj) + lock_off)[0])

@@ -16,7 +16,7 @@ import sys
 import warnings
 
 from . import event as event_mod
-from . import heldby, naming, native, policy, pylocks, render, sink, threads
+from . import cpython_layout, heldby, naming, native, policy, pylocks, render, sink, threads, watchdog
 from .errors import ForkHazardError, ForkHazardWarning
 
 INT_TYPES = (id(int), id(bool))  # objects whose fields can mimic a held mutex (see csrc/validate.c)
@@ -47,7 +47,9 @@ def prepare(settings):
         native.register()
         native.set_reject(INT_TYPES)
         native.set_budget(settings.scan_budget_ms, settings.scan_budget_mb)
+        cpython_layout.register_pylock_types()  # the scan's read-only discovery of held Python locks
     naming.SHOW_KEYS = settings.show_keys
+    watchdog.setup(settings)  # watchdog: take its signal (once)
     global _told_no_c_level
     if not native.available and settings.scan != "off" and not _told_no_c_level and settings.policy != "record":
         _told_no_c_level = True
@@ -137,6 +139,7 @@ def after_fork_parent(snap):
 def after_fork_child(snap):
     native.disarm(snap.tid)
     if snap.execs:
+        watchdog.disarm_child()  # watchdog: an exec follows
         return
     if snap.mp and _after_multiprocessing_resets(snap):
         return
@@ -169,8 +172,13 @@ def audit_child(snap):
         _fail_once("the child-side audit", e)
         return
     _last_event = ev
+    watched = False
     try:
-        policy.deliver(ev, snap.settings)  # under 'abort' this ends a hazardous child
+        watched = watchdog.child_audited(ev, snap.settings)  # watchdog: watch what was found
+    except Exception as e:  # noqa: BLE001
+        _fail_once("the watchdog", e)
+    try:
+        policy.deliver(ev, snap.settings, watched)  # under 'abort-now' this ends a hazardous child
     except Exception as e:  # noqa: BLE001
         _fail_once("reporting", e)
 

@@ -16,14 +16,13 @@ import linecache
 import threading
 import types
 
+from . import safeattr
 from .locktypes import underlying
 
 WAIT_CODES = {threading.Condition.wait.__code__, threading.Condition.wait_for.__code__}
 _trees = {}     # filename -> ast.Module or None
 _regions = {}   # code object -> Regions or None
-_MISSING = object()
-GETSET = types.GetSetDescriptorType
-MEMBER = types.MemberDescriptorType
+_MISSING = safeattr.MISSING
 
 
 class Regions:
@@ -142,39 +141,16 @@ def held_expressions(code, line, inner=None):
 
 
 def _attr(obj, name):
-    """obj.name without running user code: instance dict, module dict, slots, class dicts."""
-    if isinstance(obj, types.ModuleType):
-        return obj.__dict__.get(name, _MISSING)
-    t = type(obj)
-    for klass in t.__mro__:
-        entry = klass.__dict__.get("__dict__")
-        if entry is not None:
-            if type(entry) is GETSET:
-                d = entry.__get__(obj, t)
-                if isinstance(d, dict) and name in d:
-                    return d[name]
-            break
-    for klass in t.__mro__:
-        entry = klass.__dict__.get(name, _MISSING)
-        if entry is _MISSING:
-            continue
-        if type(entry) is MEMBER:
-            try:
-                return entry.__get__(obj, t)
-            except AttributeError:
-                return _MISSING
-        if hasattr(type(entry), "__get__"):
-            return _MISSING  # a property or method: evaluating it could run code
-        return entry
-    return _MISSING
+    """obj.name without running user code (see safeattr)."""
+    return safeattr.attr(obj, name)
 
 
 def evaluate(expr, f_locals, f_globals):
     """Evaluate a name/attribute/constant-subscript expression safely; _MISSING if it can't be."""
     if isinstance(expr, ast.Name):
         for scope in (f_locals, f_globals, f_globals.get("__builtins__", {})):
-            if isinstance(scope, types.ModuleType):
-                scope = scope.__dict__
+            if safeattr.is_a(scope, types.ModuleType):
+                scope = safeattr.module_dict(scope)
             # a dict, or on 3.13 a FrameLocalsProxy (a mapping over the frame's fast locals)
             try:
                 if expr.id in scope:
@@ -222,13 +198,13 @@ def analyse(frames):
         if code in WAIT_CODES:
             f_locals = frame.f_locals
             cond = f_locals.get("self")
-            if isinstance(cond, threading.Condition):
+            if safeattr.is_a(cond, threading.Condition):
                 reacquiring = "_acquire_restore" in linecache.getline(code.co_filename, frame.f_lineno)
                 for lock, _ in underlying(cond):
                     released.add(id(lock))
                     if reacquiring:  # woken: taking the Condition's lock back
                         acquiring.append(Held(lock, "Condition", index, "acquiring", "Condition.wait"))
-                private.extend(w for w in cond.__dict__.get("_waiters", ()))
+                private.extend(w for w in safeattr.get(cond, "_waiters", ()))
             waiter = f_locals.get("waiter")
             if waiter is not None:
                 private.append(waiter)

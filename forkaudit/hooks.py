@@ -20,6 +20,11 @@ os.register_at_fork is wrapped to notice a registration made after the tail, and
 the next before-fork hook registers a new tail (the old ones do nothing). That
 is one registration per registration the program makes, never one per fork.
 
+The stuck-fork watchdog (watchdog.py) is armed by a *head* before-fork hook, kept
+registered last (the wrapper registers a new head right after each before hook it sees
+registered), so that it runs first of all before-fork hooks (they run in reverse order of
+registration): a hook of another library that blocks is watched.
+
 Concurrency: several threads can be between their before-fork hook and their
 fork at once (the GIL changes hands inside the hooks), and a signal handler can
 fork inside any of them: each thread keeps a stack of its own pending forks.
@@ -35,6 +40,8 @@ _pending = {}         # ident -> [Snapshot]: forks of that thread between before
 _busy = set()         # idents of threads inside forkaudit's before-fork hook
 _tail = 0             # generation of the tail after-in-child hook that audits
 _tail_stale = True    # a hook was registered after the tail (or there is no tail yet)
+_head = 0            # generation of the head before-fork hook that arms the watchdog
+_wd = None            # forkaudit.watchdog, imported with the flow
 _real_register = None
 _real_fork = None
 _complained = False
@@ -53,10 +60,11 @@ def _fail(what, exc):
 
 
 def _load_flow():
-    global _flow
+    global _flow, _wd
     if _flow is None:
-        from . import flow
+        from . import flow, watchdog
         flow.prepare(_settings)
+        _wd = watchdog
         _flow = flow
     return _flow
 
@@ -83,6 +91,8 @@ def _before():
         _busy.discard(me)
         if _flow is not None:
             _flow.settle_gc()
+        if _wd is not None:
+            _wd.late_before()  # watchdog: the Python before-fork hooks are done
 
 
 def _pop_pending():
@@ -97,6 +107,11 @@ def _pop_pending():
 
 
 def _after_in_parent():
+    if _wd is not None:
+        try:
+            _wd.disarm_parent(get_native_id())  # watchdog: the fork returned
+        except Exception as e:  # noqa: BLE001
+            _fail("the watchdog", e)
     snap = _pop_pending()
     if snap is None:
         return
@@ -112,6 +127,11 @@ def _after_in_child_first():
     for ident in [i for i in _pending if i != me]:
         del _pending[ident]
     _busy.clear()
+    if _wd is not None and _settings is not None:
+        try:
+            _wd.arm_child(_settings)  # watchdog: the child's at-fork hooks run from here
+        except Exception as e:  # noqa: BLE001
+            _fail("the watchdog", e)
 
 
 def _make_tail(generation):
@@ -136,12 +156,34 @@ def _register_tail():
     _real_register(after_in_child=_make_tail(_tail))
 
 
+def _make_head(generation):
+    def forkaudit_watch_fork():
+        settings = _settings
+        if generation != _head or settings is None or not settings.watchdog:
+            return  # a newer head runs earlier
+        try:
+            _load_flow()
+            _wd.arm_parent(settings, get_native_id(), sys._getframe(1))
+        except Exception as e:  # noqa: BLE001
+            _fail("the watchdog", e)
+    return forkaudit_watch_fork
+
+
+def _register_head():
+    global _head
+    _head += 1
+    _real_register(before=_make_head(_head))
+
+
 def _register_at_fork(**hooks):
-    """os.register_at_fork, noting that a hook now runs after forkaudit's tail."""
+    """os.register_at_fork, noting that a hook now runs after forkaudit's tail (or, for a
+    before hook, before forkaudit's head)."""
     global _tail_stale
     result = _real_register(**hooks)
     if hooks.get("after_in_child") is not None:
         _tail_stale = True
+    if hooks.get("before") is not None and _settings is not None:
+        _register_head()  # now: the very next fork must be watched from its first hook
     return result
 
 
@@ -191,6 +233,7 @@ def activate(settings):
         _real_register = os.register_at_fork
         _real_register(before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child_first)
         _register_tail()
+        _register_head()
         os.register_at_fork = _register_at_fork
         _registered = True
     if _flow is not None:
@@ -199,10 +242,13 @@ def activate(settings):
     return settings
 
 
-def install(policy="warn", json_path=None, scan="full", show_keys=False):
-    """Audit every fork of this process from now on. Calling it again changes the settings."""
-    from .settings import make
-    settings = activate(make(policy, json_path, scan, show_keys))
+def install(policy="warn", json_path=None, scan="full", show_keys=False, watchdog=None):
+    """Audit every fork of this process from now on. Calling it again changes the settings.
+
+    watchdog: seconds after which a stuck fork or child is reported (None: 5; 0: off)."""
+    from .settings import WATCHDOG_SECONDS, make
+    settings = activate(make(policy, json_path, scan, show_keys,
+                             WATCHDOG_SECONDS if watchdog is None else watchdog))
     _load_flow()  # an explicit install() pays its imports now, not at the first fork
     return settings
 

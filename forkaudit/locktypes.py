@@ -3,7 +3,8 @@ import re
 import sys
 import threading
 
-from . import cpython_layout
+from . import cpython_layout, safeattr
+from .safeattr import is_a
 
 LOCK = type(threading.Lock()) if isinstance(threading.Lock, type) else type(threading._allocate_lock())
 CRLOCK = getattr(threading, "_CRLock", None)
@@ -15,18 +16,17 @@ _RLOCK_REPR = re.compile(r"^<(locked|unlocked) .*?owner=(\d+) count=(\d+)")
 
 
 def is_primitive(obj):
-    return isinstance(obj, PRIMITIVES)
+    return is_a(obj, PRIMITIVES)
 
 
 def type_name(lock):
-    t = type(lock)
-    return "%s.%s" % (t.__module__, t.__qualname__)
+    return safeattr.type_name(type(lock))
 
 
 def kind_of(lock):
-    if isinstance(lock, RLOCKS):
+    if is_a(lock, RLOCKS):
         return "python_rlock"
-    if isinstance(lock, threading.Semaphore):
+    if is_a(lock, threading.Semaphore):
         return "semaphore"
     return "python_lock"
 
@@ -50,33 +50,33 @@ def _with_semaphore(lock, flagged, owner, count):
 
 def maybe_locked(lock):
     """A cheap first look (no repr, no call into C): False only when surely free."""
-    taken = cpython_layout.taken(lock) if isinstance(lock, (LOCK, CRLOCK) if CRLOCK else LOCK) else None
+    taken = cpython_layout.taken(lock) if is_a(lock, (LOCK, CRLOCK) if CRLOCK else LOCK) else None
     if taken is not None:
         return taken
-    if isinstance(lock, LOCK):
-        return lock.locked()
+    if is_a(lock, LOCK):
+        return LOCK.locked(lock)
     return True
 
 
 def state(lock):
     """The lock's state now, read without acquiring it. owner is a thread ident (RLocks only)."""
-    if isinstance(lock, LOCK):
-        held = lock.locked()
+    if is_a(lock, LOCK):
+        held = LOCK.locked(lock)
         return _with_semaphore(lock, held, None, 1 if held else 0)
-    if CRLOCK is not None and isinstance(lock, CRLOCK):
-        m = _RLOCK_REPR.match(repr(lock))
+    if CRLOCK is not None and is_a(lock, CRLOCK):
+        m = _RLOCK_REPR.match(CRLOCK.__repr__(lock))  # the C repr, never a subclass's
         if m is None:
             return State(False)
         count = int(m.group(3))
         return _with_semaphore(lock, m.group(1) == "locked" and count > 0, int(m.group(2)) or None, count)
-    if PYRLOCK is not None and isinstance(lock, PYRLOCK):
-        d = lock.__dict__
+    if PYRLOCK is not None and is_a(lock, PYRLOCK):
+        d = safeattr.instance_dict(lock) or {}
         count = d.get("_count", 0)
         block = state(d["_block"]) if "_block" in d else State(count > 0)
         return State(block.locked, d.get("_owner") if count else None, count,
                      granted=block.locked and not count)
-    if isinstance(lock, threading.Semaphore):
-        d = lock.__dict__
+    if is_a(lock, threading.Semaphore):
+        d = safeattr.instance_dict(lock) or {}
         value = d.get("_value", 1)
         return State(value == 0, None, value)
     return State(False)
@@ -86,15 +86,13 @@ def underlying(obj):
     """The primitive locks an object guards with, and what wraps them: [(lock, wrapper_name)]."""
     if is_primitive(obj):
         return [(obj, None)]
-    d = getattr(type(obj), "__dict__", None)
-    if isinstance(obj, threading.Condition):
-        lock = obj.__dict__.get("_lock")
+    if is_a(obj, threading.Condition):
+        lock = safeattr.get(obj, "_lock")
         return [(lock, "Condition")] if is_primitive(lock) else []
-    if isinstance(obj, threading.Semaphore):
+    if is_a(obj, threading.Semaphore):
         return [(obj, type(obj).__name__)]
     logging = sys.modules.get("logging")
-    if logging is not None and isinstance(obj, logging.Handler):
-        lock = obj.__dict__.get("lock")
+    if logging is not None and is_a(obj, logging.Handler):
+        lock = safeattr.get(obj, "lock")
         return [(lock, "handler")] if is_primitive(lock) else []
-    del d
     return []

@@ -15,10 +15,12 @@ import sys
 import threading
 import types
 
-from . import cpython_layout
+from . import cpython_layout, safeattr
+from .safeattr import is_a
 from .locktypes import PRIMITIVES
 
 MAX_NODES = 60000
+WALKS = 0  # walks made in this process (tests: a clean fork's child walks nothing)
 MAX_DEPTH = 7
 MAX_ITEMS = 2000
 GETSET = types.GetSetDescriptorType
@@ -38,10 +40,7 @@ _TYPE_DICT = type.__dict__["__dict__"]  # a class's own namespace, without its m
 def _type_layout(t):
     if t not in _layout:
         dict_desc, slots = None, []
-        try:
-            mro = t.__mro__
-        except AttributeError:
-            mro = ()
+        mro = safeattr.mro(t)
         for klass in mro:
             entry = _TYPE_DICT.__get__(klass).get("__dict__")
             if entry is not None:
@@ -113,12 +112,12 @@ def _children(obj):
 
     Containers are read through their base type's methods, so a subclass that overrides
     items() or __iter__ is never called; attributes come from instance dicts and slots."""
-    if isinstance(obj, types.ModuleType):
-        for name, value in list(dict.items(obj.__dict__))[:MAX_ITEMS * 4]:
-            if isinstance(name, str) and not name.startswith("__") and not isinstance(value, types.ModuleType):
+    if is_a(obj, types.ModuleType):
+        for name, value in list(dict.items(safeattr.module_dict(obj)))[:MAX_ITEMS * 4]:
+            if type(name) is str and not name.startswith("__") and not is_a(value, types.ModuleType):
                 yield "." + name, value
         return
-    if isinstance(obj, types.FunctionType):
+    if is_a(obj, types.FunctionType):
         # closure cells and defaults: state a function keeps (functools-style factories)
         for i, cell in enumerate(obj.__closure__ or ()):
             try:
@@ -128,19 +127,19 @@ def _children(obj):
         for i, value in enumerate(obj.__defaults__ or ()):
             yield ".__defaults__[%d]" % i, value
         return
-    if isinstance(obj, type):
+    if is_a(obj, type):
         for name, value in list(_TYPE_DICT.__get__(obj).items())[:MAX_ITEMS]:
-            if isinstance(name, str) and not name.startswith("__"):
+            if type(name) is str and not name.startswith("__"):
                 yield "." + name, value
         return
-    if isinstance(obj, dict):
+    if is_a(obj, dict):
         for key, value in list(dict.items(obj))[:MAX_ITEMS]:
             step = _key_text(key)
             if step is not None:
                 yield step, value
         return
     for base in (list, tuple, collections.deque):
-        if isinstance(obj, base):
+        if is_a(obj, base):
             for i, value in enumerate(list(base.__iter__(obj))[:MAX_ITEMS]):
                 yield "[%d]" % i, value
             return
@@ -151,9 +150,9 @@ def _children(obj):
             d = dict_desc.__get__(obj, t)
         except Exception:  # noqa: BLE001
             d = None
-        if isinstance(d, dict):
+        if is_a(d, dict):
             for name, value in list(dict.items(d))[:MAX_ITEMS]:
-                if isinstance(name, str):
+                if type(name) is str:
                     yield "." + name, value
     for name, desc in slots:
         try:
@@ -167,14 +166,14 @@ def roots():
     logging = sys.modules.get("logging")
     if logging is not None:
         yield "logging.getLogger()", logging.root
-        manager = getattr(logging.Logger, "manager", None)
-        for name, logger in list(getattr(manager, "loggerDict", {}).items()):
-            if isinstance(logger, logging.Logger):
+        manager = safeattr.get(logging.Logger, "manager")
+        for name, logger in list(dict.items(safeattr.get(manager, "loggerDict", None) or {})):
+            if is_a(logger, logging.Logger):
                 yield "logging.getLogger(%r)" % name, logger
     modules = list(sys.modules.items())
     modules.sort(key=lambda item: (item[0] != "__main__", item[0].count("."), item[0]))
     for name, module in modules:
-        if isinstance(module, types.ModuleType) and not name.startswith(_SKIP_MODULES):
+        if is_a(module, types.ModuleType) and not name.startswith(_SKIP_MODULES):
             yield name, module
 
 
@@ -193,6 +192,8 @@ class Walk:
 
 def walk(extra_roots=(), max_nodes=MAX_NODES):
     """Breadth-first from the roots (and extra (path, object) roots), within max_nodes objects."""
+    global WALKS
+    WALKS += 1
     result = Walk()
     seen = set()
     queue = collections.deque()
@@ -203,18 +204,18 @@ def walk(extra_roots=(), max_nodes=MAX_NODES):
     condition, semaphore = threading.Condition, threading.Semaphore
     while queue:
         path, obj, depth, parent = queue.popleft()
-        if isinstance(obj, PRIMITIVES):
+        if is_a(obj, PRIMITIVES):
             if id(obj) not in result.paths:
                 result.paths[id(obj)] = path
                 result.locks[id(obj)] = obj
                 result.parents[id(obj)] = parent
             continue
-        if isinstance(obj, semaphore):
+        if is_a(obj, semaphore):
             # named, but not a discovery candidate: a Semaphore at 0 is often just a signal
             result.paths.setdefault(id(obj), path)
             result.parents.setdefault(id(obj), parent)
             continue
-        if isinstance(obj, cpython_layout.BUFFERED_TYPES) and id(obj) not in result.internal:
+        if is_a(obj, cpython_layout.BUFFERED_TYPES) and id(obj) not in result.internal:
             result.internal[id(obj)] = (obj, path)
         result.visited += 1
         if result.visited > max_nodes:
@@ -222,14 +223,14 @@ def walk(extra_roots=(), max_nodes=MAX_NODES):
             break
         if depth >= MAX_DEPTH:
             continue
-        if isinstance(obj, condition):
-            result.private.update(id(w) for w in obj.__dict__.get("_waiters", ()))
+        if is_a(obj, condition):
+            result.private.update(id(w) for w in safeattr.get(obj, "_waiters", ()))
         try:
             children = list(_children(obj))
         except Exception:  # noqa: BLE001 - an odd object: leave it
             continue
         for step, child in children:
-            if isinstance(child, _LEAVES) or id(child) in seen:
+            if is_a(child, _LEAVES) or id(child) in seen:
                 continue
             seen.add(id(child))
             queue.append((path + step, child, depth + 1, obj))
@@ -239,27 +240,26 @@ def walk(extra_roots=(), max_nodes=MAX_NODES):
 def describe_container(lock, parent, path):
     """A few words on what holds the lock: a logging handler, a queue, a Condition."""
     logging = sys.modules.get("logging")
-    if logging is not None and isinstance(parent, logging.Handler):
+    if logging is not None and is_a(parent, logging.Handler):
         return describe_handler(parent, path)
     queue_mod = sys.modules.get("queue")
-    if queue_mod is not None and isinstance(parent, queue_mod.Queue):
-        return "the mutex of a %s.%s" % (type(parent).__module__, type(parent).__qualname__)
-    if isinstance(parent, threading.Condition):
+    if queue_mod is not None and is_a(parent, queue_mod.Queue):
+        return "the mutex of a %s" % safeattr.type_name(type(parent))
+    if is_a(parent, threading.Condition):
         return "the lock of a Condition"
     return None
 
 
 def describe_handler(handler, path):
-    t = type(handler)
-    words = ["the lock of %s.%s" % (t.__module__, t.__qualname__)]
-    d = handler.__dict__
-    if d.get("baseFilename"):
+    words = ["the lock of %s" % safeattr.type_name(type(handler))]
+    d = safeattr.instance_dict(handler) or {}
+    if type(d.get("baseFilename")) is str and d.get("baseFilename"):
         words.append("writing to %s" % d["baseFilename"])
     elif d.get("stream") is not None:
-        words.append("writing to %s" % getattr(d["stream"], "name", type(d["stream"]).__name__))
+        name = safeattr.file_name(d["stream"])
+        words.append("writing to %s" % (name if name is not None else _TYPE_NAME.__get__(type(d["stream"]))))
     elif d.get("queue") is not None:
-        q = d["queue"]
-        words.append("feeding a %s.%s" % (type(q).__module__, type(q).__qualname__))
+        words.append("feeding a %s" % safeattr.type_name(type(d["queue"])))
     if path and path.startswith("logging.getLogger("):
         logger = path.split(")", 1)[0] + ")"
         words.append("on %s" % ("the root logger" if logger == "logging.getLogger()" else logger))

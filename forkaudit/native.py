@@ -39,6 +39,9 @@ else:
     _forced = os.environ.get("FORKAUDIT_TESTONLY_RESIDENCY")
     if _forced in ("pagemap", "mincore"):
         lib.fa_test_residency = 2 if _forced == "pagemap" else 3
+    # test-only: the scan's portable prefilter even where AVX2 is available
+    if os.environ.get("FORKAUDIT_TESTONLY_PORTABLE_SCAN") == "1":
+        lib.fa_test_portable = 1
     _msg = ffi.new("char[200]")
     available = bool(lib.fa_layout_check(_msg, 200))
     reason = ffi.string(_msg).decode(errors="replace")
@@ -76,6 +79,61 @@ def set_reject(reject):
     if lib is not None:
         ids = ffi.new("uint64_t[]", list(reject)[:8] or [0])
         lib.fa_set_reject(ids, min(len(reject), 8))
+
+
+PYLOCK_KINDS = {"lock": 1, "rlock": 2}
+
+
+def set_pylock_types(ids, kinds=None):
+    """The CPython lock types whose held instances the child-side scan also finds, in the
+    same pass as C-level locks (set once; [] turns it off): ids are id() of the types, at most
+    4; kinds "lock" (_thread.lock) or "rlock" (_thread.RLock) for each, by default "rlock" for
+    id(_thread.RLock) and "lock" for any other. The index of a type in ids is the type_index
+    of held_python_locks(). Call cpython_layout.register_pylock_types() instead: it registers
+    only the types whose layout it verified. The number registered."""
+    if lib is None:
+        return 0
+    import _thread
+    ids = [int(i) for i in ids][:lib.FA_MAX_PYTYPES]
+    if kinds is None:
+        kinds = ["rlock" if i == id(_thread.RLock) else "lock" for i in ids]
+    arr = ffi.new("uint64_t[]", ids or [0])
+    kind_arr = ffi.new("int32_t[]", [PYLOCK_KINDS[k] for k in kinds[:len(ids)]] or [0])
+    lib.fa_set_pylock_types(arr, kind_arr, len(ids))
+    return len(ids)
+
+
+def held_python_locks():
+    """The CPython lock objects the last child-side scan found held (their semaphore taken):
+    [(address, type_index, owner_ident, count)]. address is the object's id(); type_index its
+    type's index in set_pylock_types(); for an RLock owner_ident/count are its rlock_owner and
+    rlock_count (0, 0: taken by a thread not yet back from acquire()), for a lock 0, 0. Every
+    held one, whoever holds it (the forking thread's own too)."""
+    if lib is None:
+        return []
+    n = lib.fa_pylocks(ffi.NULL, 0)
+    buf = ffi.new("fa_pylock[]", max(n, 1))
+    n = min(lib.fa_pylocks(buf, n), n)
+    return [(int(h.addr), int(h.type), int(h.owner), int(h.count)) for h in (buf[i] for i in range(n))]
+
+
+def python_discovery():
+    """What the last child-side scan found of Python locks, and whether it saw everything.
+
+    ran: the scan ran with lock types registered. complete: it read every candidate byte of
+    every private writable mapping (scan full, no budget cut) and recorded every held lock it
+    met (no overflow); only then is a lock absent from held known not to be held. held: as
+    held_python_locks(). free_seen: lock objects it validated and found free (a count).
+    overflow: held ones not recorded. types: how many types it looked for."""
+    s = stats()
+    if s is None or not s["done"]:
+        return {"ran": False, "complete": False, "held": [], "free_seen": 0, "overflow": 0, "types": 0}
+    ran = s["not_run"] is None and s["pytypes"] > 0
+    return {"ran": ran,
+            "complete": ran and s["mode"] == SCAN_MODES["full"] and s["cut"] is None
+            and s["pylock_overflow"] == 0,
+            "held": held_python_locks() if ran else [],
+            "free_seen": s["pylocks_free"], "overflow": s["pylock_overflow"], "types": s["pytypes"]}
 
 
 def set_budget(ms, mb):
@@ -189,7 +247,9 @@ def stats():
             "cut": CUT.get(int(s.cut)), "residency": RESIDENCY.get(int(s.residency)),
             "bytes_total": int(s.bytes_total), "total_exact": bool(s.total_exact),
             "swapped": int(s.swapped), "budget_ms": int(s.budget_ms),
-            "budget_bytes": int(s.budget_bytes)}
+            "budget_bytes": int(s.budget_bytes), "pytypes": int(s.pytypes),
+            "pylocks": int(s.pylocks), "pylock_overflow": int(s.pylock_overflow),
+            "pylock_faults": int(s.pylock_faults), "pylocks_free": int(s.pylocks_free)}
 
 
 def still_held(addr, kind, tid):

@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 
-from . import cpython_layout, heldby, locktypes, naming
+from . import cpython_layout, heldby, locktypes, naming, native, safeattr
 from .threads import python_threads
 
 
@@ -44,7 +44,7 @@ def capture(forking, others):
     """The parent's view of Python locks at the fork (call with the GIL held, frames live)."""
     snap = Snapshot(forking, others)
     for thread in python_threads().values():
-        tstate = thread.__dict__.get("_tstate_lock")  # 3.9-3.12: reset by threading after fork
+        tstate = safeattr.get(thread, "_tstate_lock")  # 3.9-3.12: reset by threading after fork
         if tstate is not None:
             snap.private.append(tstate)
     # Locks the stdlib's own before-fork hooks take in the forking thread: whatever forkaudit's
@@ -95,7 +95,7 @@ def resettable_locks():
     if logging is not None:
         yield getattr(logging, "_lock", None)
         for handler in list(getattr(logging, "_at_fork_reinit_lock_weakset", ())):
-            yield handler.__dict__.get("lock")
+            yield safeattr.get(handler, "lock")
     for name in ("_active_limbo_lock", "_shutdown_locks_lock"):
         yield getattr(threading, name, None)
     futures_thread = sys.modules.get("concurrent.futures.thread")
@@ -110,7 +110,7 @@ def known_resetter(lock):
         if lock is getattr(logging, "_lock", None):
             return "logging"
         for handler in list(getattr(logging, "_at_fork_reinit_lock_weakset", ())):
-            if handler.__dict__.get("lock") is lock:
+            if safeattr.get(handler, "lock") is lock:
                 return "logging"
     for name in ("_active_limbo_lock", "_shutdown_locks_lock"):
         if lock is getattr(threading, name, None):
@@ -224,6 +224,8 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
     blocked_on: {native_id: futex word} of the threads asleep in futex(2) at the fork."""
     if snap is None:
         return [], []
+    if in_child and not _worth_a_walk(snap):
+        return [], []  # a clean fork: nothing held to explain, and no page written to find that out
     walked = naming.walk()
     private = {id(o) for o in snap.private} | walked.private | _started_here(in_child)
     candidates = dict(snap.candidates)
@@ -291,6 +293,55 @@ def _started_here(in_child):
             if ident != me and t.__dict__.get("_tstate_lock") is not None}
 
 
+# Where a thread parked waiting (Event/Condition/Queue waits, selectors, sockets, pools) has
+# its innermost Python frame.
+PARKING_FILES = ("/threading.py", "/queue.py", "/selectors.py", "/socket.py", "/socketserver.py",
+                 "/multiprocessing/connection.py", "/multiprocessing/queues.py", "/multiprocessing/pool.py",
+                 "/concurrent/futures/thread.py", "/concurrent/futures/process.py", "/asyncio/base_events.py",
+                 "/logging/handlers.py")
+
+
+def _worth_a_walk(snap):
+    """Does the child need the walk (which finds held locks no stack accounts for, and names
+    locks), or is this fork clean? Clean needs proof: the C scan's read-only discovery of held
+    Python lock objects ran over all memory and found none, besides those the forking thread
+    holds itself and those an at-fork handler has released since, and no thread's stack held
+    one at the fork. Without that proof (no discovery, a budget cut it short) the walk runs."""
+    private = {id(o) for o in snap.private}
+    for lock_id, c in snap.candidates.items():
+        if c.state.locked and lock_id not in private and c.owners != [snap.forking]:
+            return True
+    for t in snap.by_ident.values():
+        if t is snap.forking:
+            continue
+        # a thread inside a C call of its own code (a write to a buffered file, say) may hold
+        # an internal lock no lock object shows: only threads parked in the standard
+        # library's waits are known to hold none beyond what the scan sees
+        if t.stack and not t.stack[-1]["file"].replace("\\", "/").endswith(PARKING_FILES):
+            return True
+    for name in ("stdout", "stderr", "stdin", "__stdout__", "__stderr__"):
+        # buffered files' internal locks are not lock objects the scan knows: the standard
+        # streams (the ones a thread blocks on, writing to a full pipe) are checked directly
+        stream = sys.__dict__.get(name)
+        buffer = safeattr.attr(stream, "buffer") if stream is not None else None
+        for obj in (stream, buffer):
+            if obj is not None and obj is not safeattr.MISSING and safeattr.is_a(obj, cpython_layout.BUFFERED_TYPES):
+                owner = cpython_layout.buffered_owner(obj)
+                if owner is not None and owner != snap.forking.ident:
+                    return True
+    discovery = native.python_discovery() if hasattr(native, "python_discovery") else None
+    if not discovery or not discovery.get("ran") or not discovery.get("complete"):
+        return True
+    own = {id(h.lock) for c in snap.candidates.values() for h in c.held.values()
+           if snap.forking in c.owners}
+    for address, _type_index, owner, _count in discovery["held"]:
+        if address in own or address in private or (owner and owner == snap.forking.ident):
+            continue
+        if cpython_layout.taken_at(address) is not False:
+            return True   # still held now, after every at-fork handler (or unreadable: look)
+    return False
+
+
 def _internal_hazards(walked, snap):
     """Buffered IO objects whose internal lock a vanished thread holds (python_internal).
 
@@ -302,10 +353,9 @@ def _internal_hazards(walked, snap):
             continue
         owner = snap.by_ident.get(ident)
         earlier = _inherited_owner(obj_id) if owner is None else None
-        kind = "%s.%s" % (type(obj).__module__, type(obj).__qualname__)
-        raw = getattr(obj, "raw", None) if type(obj).__module__ in ("_io", "io") else None
-        name = getattr(raw, "name", None)
-        target = " on %s" % (name if isinstance(name, str) else "fd %s" % name) if name is not None else ""
+        kind = safeattr.type_name(type(obj))
+        name = safeattr.file_name(obj)
+        target = " on %s" % (name if type(name) is str else "fd %s" % name) if name is not None else ""
         if owner is not None:
             who = "thread %r (native id %s)" % (owner.name, owner.native_id)
         elif earlier is not None:

@@ -193,6 +193,21 @@ def c_level_text(event):
     return "  C-level locks (pthread mutexes, rwlocks) were not checked: %s; Python-level locks were." % (why or c_level)
 
 
+def hazard_lines(i, h):
+    """The lines of hazard [i] of a report (also pre-rendered for the watchdog, watchdog.py)."""
+    lines = ["  [%d] %s %s" % (i, h.get("kind"), where_text(h)),
+             "      owner: %s" % owner_text(h)]
+    reach = reach_text(h)
+    if reach:
+        lines.append("      reach: %s" % reach)
+    lines.extend("      " + line for line in known_text(h))
+    if h.get("held_at"):
+        lines.append("      its stack at the fork (innermost last):")
+        lines.extend(_frames(h["held_at"]))
+    lines.append("      why: %s" % h.get("why"))
+    return lines
+
+
 def text(event):
     hazards = event.get("hazards", [])
     reinit = event.get("reinitialized", [])
@@ -210,16 +225,7 @@ def text(event):
         lines.append(c_level)
     for i, h in enumerate(hazards, 1):
         lines.append("")
-        lines.append("  [%d] %s %s" % (i, h.get("kind"), where_text(h)))
-        lines.append("      owner: %s" % owner_text(h))
-        reach = reach_text(h)
-        if reach:
-            lines.append("      reach: %s" % reach)
-        lines.extend("      " + line for line in known_text(h))
-        if h.get("held_at"):
-            lines.append("      its stack at the fork (innermost last):")
-            lines.extend(_frames(h["held_at"]))
-        lines.append("      why: %s" % h.get("why"))
+        lines.extend(hazard_lines(i, h))
     ft = event.get("forking_thread") or {}
     lines.append("")
     lines.append("  fork called from thread %r (native id %s):" % (ft.get("name"), ft.get("native_id")))
@@ -241,3 +247,59 @@ def summary(event):
     return "pid %s (parent %s, %s policy): %d hazard(s), %d reinitialized, %d other thread(s)" % (
         event.get("pid"), event.get("parent_pid"), event.get("policy"), len(event.get("hazards", [])),
         len(event.get("reinitialized", [])), len(event.get("threads", [])))
+
+
+# ---- the stuck-fork watchdog (watchdog.py, csrc/watchdog.c) -------------------------------
+
+def watchdog_head(event):
+    """What the child watchdog writes above the lock it found the child stuck on (the rest
+    of its lines are written by the C handler, in the child, with no Python)."""
+    ft = event.get("forking_thread") or {}
+    lines = ["  the audit at the fork (forked from thread %r, native id %s, of pid %s) found:"
+             % (ft.get("name"), ft.get("native_id"), event.get("parent_pid"))]
+    return "\n".join(lines) + "\n"
+
+
+def watchdog_parent(facts):
+    """The parent watchdog's Python-level lines: the lock, its holder now, where the wait is."""
+    lines = []
+    lock = facts.get("lock")
+    if lock is not None:
+        lines.append("  the lock: %s  (%s at %s, semaphore %s)" % (
+            lock.get("path") or "(unnamed lock)", lock.get("type"), lock.get("address"), facts.get("futex")))
+    else:
+        lines.append("  the lock: not a Python lock forkaudit can see (semaphore %s)" % facts.get("futex"))
+    holders = facts.get("holders") or []
+    if not holders:
+        lines.append("  held by: no thread's stack shows who holds it")
+    for t in holders:
+        lines.append("  held by: thread %r (native id %s), alive; its stack now (innermost last):"
+                     % (t.get("name"), t.get("native_id")))
+        lines.extend(_frames(t.get("stack") or []))
+    hook = facts.get("hook")
+    if hook is not None:
+        lines.append('  the wait is in the before-fork hook %s() (File "%s", line %s), registered with '
+                     "os.register_at_fork(before=...)" % (hook.get("function"), hook.get("file"), hook.get("line")))
+    ft = facts.get("forking") or {}
+    lines.append("  the forking thread %r (native id %s), innermost last:" % (ft.get("name"), ft.get("native_id")))
+    lines.extend(_frames(ft.get("stack") or []))
+    return "\n".join(lines) + "\n"
+
+
+def watchdog_child_hook(facts):
+    """The child watchdog's Python-level lines for a child stuck in an at-fork hook."""
+    lines = []
+    lock = facts.get("lock")
+    if lock is not None:
+        lines.append("  the lock: %s  (%s at %s)" % (lock.get("path") or "(unnamed lock)", lock.get("type"),
+                                                     lock.get("address")))
+    for t in facts.get("holders") or []:
+        lines.append("  held at the fork by thread %r (native id %s), which does not exist in the child; "
+                     "its stack at the fork (innermost last):" % (t.get("name"), t.get("native_id")))
+        lines.extend(_frames(t.get("stack") or []))
+    hook = facts.get("hook")
+    if hook is not None:
+        lines.append('  the wait is in the after-fork hook %s() (File "%s", line %s), registered with '
+                     "os.register_at_fork(after_in_child=...)" % (hook.get("function"), hook.get("file"),
+                                                                  hook.get("line")))
+    return "\n".join(lines) + "\n" if lines else ""

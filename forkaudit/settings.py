@@ -3,13 +3,16 @@
 Environment variables (read at interpreter start by the .pth hook, or by
 ``forkaudit run``, which sets them for the program it runs):
 
-  FORKAUDIT            1 | warn | record | abort | raise   (1 means warn)
+  FORKAUDIT            1 | warn | record | abort | abort-now | raise   (1 means warn)
                        0 | false | off | no | empty (any case): off, silently
   FORKAUDIT_JSON       path of a JSON-lines report file (appended to; a regular
                        file owned by this user and not writable by others)
   FORKAUDIT_SCAN       full | libs | off                    (default full)
   FORKAUDIT_SCAN_BUDGET_MS  wall time of the child-side C scan, ms (default 200; 0: none)
   FORKAUDIT_SCAN_BUDGET_MB  bytes it reads, MiB                    (default 2048; 0: none)
+  FORKAUDIT_WATCHDOG   seconds (default 5; 0: off) after which a fork that has not returned,
+                       or a child blocked on a lock it inherited held, is reported (and
+                       under 'abort' such a child exits with status 86)
   FORKAUDIT_SHOW_KEYS  1 | true | on | yes: show dict keys on object paths whole
                        (default: keys that are not short identifier-like strings
                        or numbers are shown by type and a short hash)
@@ -25,7 +28,11 @@ import sys
 
 from .errors import SettingsError
 
-POLICIES = ("warn", "record", "abort", "raise")
+# abort: a child stuck on an inherited lock for FORKAUDIT_WATCHDOG seconds exits 86 (a fact);
+# abort-now: a child with a predicted hazard exits 86 at the fork (the behaviour of 'abort'
+# before the watchdog)
+POLICIES = ("warn", "record", "abort", "abort-now", "raise")
+WATCHDOG_SECONDS = 5.0
 SCANS = ("full", "libs", "off")
 # FORKAUDIT values that mean "off" (after strip() and lower()); forkaudit.pth repeats this list
 # so that a process with forkaudit off imports nothing (a test checks the two agree).
@@ -46,12 +53,12 @@ class Settings:
     ~1-2 GB, all of most workers. 2 GiB: bounds the memory read whatever the CPU speed (on
     a fast idle machine the byte budget ends first, on a loaded one the time budget)."""
 
-    __slots__ = ("policy", "json_path", "scan", "scan_budget_ms", "scan_budget_mb", "show_keys")
+    __slots__ = ("policy", "json_path", "scan", "scan_budget_ms", "scan_budget_mb", "show_keys", "watchdog")
 
     def __init__(self, policy="warn", json_path=None, scan="full", scan_budget_ms=200, scan_budget_mb=2048,
-                 show_keys=False):
+                 show_keys=False, watchdog=WATCHDOG_SECONDS):
         for name, value in zip(self.__slots__, (policy, json_path, scan, scan_budget_ms, scan_budget_mb,
-                                                show_keys)):
+                                                show_keys, watchdog)):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
@@ -129,8 +136,25 @@ def parse_show_keys(value, name="FORKAUDIT_SHOW_KEYS"):
     raise SettingsError("%s must be 1, true, on, yes or 0, false, off, no; got %s" % (name, shown(value)))
 
 
-def make(policy="warn", json_path=None, scan="full", show_keys=False):
-    return Settings(check_policy(policy), check_json_path(json_path), check_scan(scan), show_keys=bool(show_keys))
+def parse_watchdog(value, name="FORKAUDIT_WATCHDOG"):
+    """Seconds of the stuck-fork watchdog: a number up to 86400, at most one decimal place
+    kept (0: off); empty: the default."""
+    v = value.strip()
+    if not v:
+        return WATCHDOG_SECONDS
+    whole, _, frac = v.partition(".")
+    if not (whole.isascii() and whole.isdigit() and len(whole) <= 5 and (not frac or (frac.isascii() and frac.isdigit()
+                                                                                       and len(frac) <= 3))):
+        raise SettingsError("%s must be a number of seconds (0: off); got %s" % (name, shown(value)))
+    seconds = float(v)
+    if seconds > 86400:
+        raise SettingsError("%s must be at most 86400 seconds; got %s" % (name, shown(value)))
+    return seconds
+
+
+def make(policy="warn", json_path=None, scan="full", show_keys=False, watchdog=WATCHDOG_SECONDS):
+    return Settings(check_policy(policy), check_json_path(json_path), check_scan(scan), show_keys=bool(show_keys),
+                    watchdog=parse_watchdog(str(watchdog)))
 
 
 def secure_execution():
@@ -207,4 +231,5 @@ def from_environ(environ=None):
         if value and not (value.isascii() and value.isdigit() and len(value) <= 9):
             raise SettingsError("%s must be a whole number (0: no limit); got %s" % (name, shown(value)))
         budgets.append(int(value) if value else default)
-    return Settings(policy, check_json_path(json_path), scan, *budgets, show_keys=show_keys)
+    watchdog = parse_watchdog(environ.get("FORKAUDIT_WATCHDOG", ""))
+    return Settings(policy, check_json_path(json_path), scan, *budgets, show_keys=show_keys, watchdog=watchdog)

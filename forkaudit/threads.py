@@ -9,6 +9,8 @@ import os
 import sys
 import threading
 
+from . import safeattr
+
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 MAX_FRAMES = 64
 
@@ -48,11 +50,18 @@ def python_threads():
     """{ident: Thread} without taking threading's locks (never block in a fork hook)."""
     known = {}
     for table in ("_active", "_limbo"):
-        for key, t in list(getattr(threading, table, {}).items()):
-            ident = getattr(t, "ident", None) or (key if table == "_active" else None)
+        for key, t in list(dict.items(safeattr.get(threading, table, None) or {})):
+            ident = _field(t, "_ident") or (key if table == "_active" else None)
             if ident is not None:
                 known[ident] = t
     return known
+
+
+def _field(thread, name):
+    """A Thread's own field (_ident, _native_id, _name, _daemonic), from its instance dict:
+    the public properties could be overridden by a subclass, and that is user code."""
+    d = safeattr.instance_dict(thread)
+    return d.get(name) if d is not None else None
 
 
 def capture():
@@ -63,14 +72,17 @@ def capture():
     forking, others = None, []
     for ident in set(frames) | set(known):
         t = known.get(ident)
-        native_id = getattr(t, "native_id", None) if t is not None else None
+        native_id = _field(t, "_native_id") if t is not None else None
         if ident == me:
             native_id = threading.get_native_id()
-        name = t.name if t is not None else None
-        daemon = t.daemon if t is not None else None
+        name = _field(t, "_name") if t is not None else None
+        if type(name) is not str:
+            name = None
+        daemon = _field(t, "_daemonic") if t is not None else None
         stack = stack_of(frames.get(ident), skip_own=ident == me)
-        info = ThreadInfo(ident, native_id, name or ("MainThread" if ident == me and t is None else name),
-                          daemon, stack)
+        info = ThreadInfo(ident, native_id if type(native_id) is int else None,
+                          name or ("MainThread" if ident == me and t is None else name),
+                          daemon if type(daemon) is bool else None, stack)
         if ident == me:
             forking = info
         else:

@@ -123,7 +123,7 @@ emit(pid=pid, code=code, warnings=caught, logged=LOGGED)
     assert hazards_of(rec) == [("__main__.LOCK", "python_lock", "busy")]
 
 
-def test_abort_ends_a_hazardous_child_with_status_86(fa_program, tmp_path):
+def test_abort_now_ends_a_hazardous_child_at_the_fork_with_status_86(fa_program, tmp_path):
     marker = tmp_path / "child-ran"
     result = fa_program('''
 MARKER = %r
@@ -134,7 +134,7 @@ safe_pid, safe_code = fork_once(child)         # nothing held: the child runs it
 ''' % str(marker) + HOLD + '''
 pid, code = fork_once(child)
 emit(safe=safe_pid, safe_code=safe_code, pid=pid, code=code)
-''', policy="abort")
+''', policy="abort-now")
     assert result.returncode == 0, result
     facts = result.facts
     assert facts["safe_code"] == 7
@@ -142,10 +142,10 @@ emit(safe=safe_pid, safe_code=safe_code, pid=pid, code=code)
     assert marker.read_text().split() == [str(facts["safe"])]     # the hazardous child never ran it
     assert "forkaudit: fork of pid" in result.stderr and "-> child %d:" % facts["pid"] in result.stderr
     assert "__main__.LOCK" in result.stderr
-    assert result.stderr.endswith("forkaudit: policy 'abort': child %d exits with status 86 instead of deadlocking\n"
+    assert result.stderr.endswith("forkaudit: policy 'abort-now': child %d exits with status 86 instead of deadlocking\n"
                                   % facts["pid"])
     assert [(r["pid"], r["policy"], len(r["hazards"])) for r in result.children] == [
-        (facts["safe"], "abort", 0), (facts["pid"], "abort", 1)]
+        (facts["safe"], "abort-now", 0), (facts["pid"], "abort-now", 1)]
 
 
 def test_raise_refuses_to_fork(fa_program, schema_validator):
@@ -240,13 +240,15 @@ emit(first=first, second=second, clean=clean)
 
 def test_seed_example_completes_under_abort():
     # Without forkaudit a round hangs (its worker forked while a logging thread held the
-    # queue's mutex); under 'abort' such a worker exits 86 and the pool starts another.
-    proc = subprocess.run(forkaudit_cli() + ["run", "--policy", "abort", "--", sys.executable, EXAMPLE, "6", "5"],
+    # queue's mutex); under 'abort' such a worker, once the watchdog sees it stuck on that
+    # mutex (1 s here), exits 86 and the pool starts another.
+    proc = subprocess.run(forkaudit_cli() + ["run", "--policy", "abort", "--watchdog", "1", "--",
+                                             sys.executable, EXAMPLE, "6", "5"],
                           capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, (proc.stdout, proc.stderr[-3000:])
     assert "all 6 rounds finished" in proc.stdout
     # every worker it stopped was named with the lock of this deadlock
-    aborted = proc.stderr.count("exits with status 86 instead of deadlocking")
+    aborted = proc.stderr.count("exits with status 86: it is stuck on an inherited lock")
     assert proc.stderr.count("logging.getLogger().handlers[0].queue.mutex") >= aborted
 
 

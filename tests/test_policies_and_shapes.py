@@ -52,14 +52,14 @@ def test_record_writes_json_only(run_python):
     assert len(result.children) == 1 and result.children[0]["hazards"]
 
 
-def test_abort_ends_a_hazardous_child_with_status_86(run_python):
+def test_abort_now_ends_a_hazardous_child_with_status_86(run_python):
     result = run_python(snippet('''
 status = fork_once()
 print("CLEAN", os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8)
 ''' + HOLD_LOCK + '''
 status = fork_once()
 print("HAZARD", os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8)
-''', policy="abort"))
+''', policy="abort-now"))
     assert result.returncode == 0, result
     assert "CLEAN 0" in result.stdout
     assert "HAZARD 86" in result.stdout

@@ -1,4 +1,4 @@
-"""forkaudit run [--policy P] [--json PATH] [--scan S] [--show-keys] -- CMD...
+"""forkaudit run [--policy P] [--json PATH] [--scan S] [--show-keys] [--watchdog SECONDS] -- CMD...
 
 Runs CMD with forkaudit active in every Python process it starts (through
 the FORKAUDIT* environment variables and the installed .pth hook), and exits
@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from ..errors import SettingsError
-from ..settings import POLICIES, SCANS, check_json_path, shown
+from ..settings import POLICIES, SCANS, check_json_path, parse_watchdog, shown
 
 
 def _choice(name, values):
@@ -32,13 +32,17 @@ def add_parser(sub):
     p.add_argument("--policy", type=_choice("policy", POLICIES), default="warn",
                    metavar="{%s}" % ",".join(POLICIES),
                    help="warn: report on the child's stderr; record: JSON only; "
-                        "abort: hazardous children exit with status 86; raise: os.fork() refuses")
+                        "abort: a child stuck on an inherited lock exits with status 86; "
+                        "abort-now: a child with a hazard exits 86 at the fork; raise: os.fork() refuses")
     p.add_argument("--json", metavar="PATH", help="append one JSON line per audited fork to PATH")
     p.add_argument("--scan", type=_choice("scan", SCANS), default="full", metavar="{%s}" % ",".join(SCANS),
                    help="memory scanned for C locks: full, libs (libraries' data only) or off")
     p.add_argument("--show-keys", action="store_true",
                    help="show dict keys on object paths whole (default: keys that are not short "
                         "identifier-like strings or numbers appear as [<str #1a2b3c>])")
+    p.add_argument("--watchdog", metavar="SECONDS", default=None,
+                   help="report a fork that has not returned, or a child blocked on an inherited "
+                        "lock, after SECONDS (default 5; 0: off)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help="the command, after --")
     p.set_defaults(func=main)
     return p
@@ -52,6 +56,9 @@ def environment(args):
         env["FORKAUDIT_SHOW_KEYS"] = "1"
     else:
         env.pop("FORKAUDIT_SHOW_KEYS", None)
+    if args.watchdog is not None:
+        parse_watchdog(args.watchdog, "--watchdog")
+        env["FORKAUDIT_WATCHDOG"] = args.watchdog.strip()
     if args.json is not None:  # an empty --json "" is refused, not taken as "no report"
         env["FORKAUDIT_JSON"] = check_json_path(args.json)
     else:

@@ -1,0 +1,384 @@
+"""forkaudit is never the reason a program crashes, hangs, changes behaviour or loses a record
+(issue 7, defects 1, 2, 3, 6 and 7).
+
+Each test runs a real program in a fresh interpreter (a subprocess with a timeout), activated
+as a production user would (FORKAUDIT=... in the environment, through the installed .pth) or
+with forkaudit.install(). A crash is judged by the exit status, as greenlet's crash tests do;
+each test compares with the same program run without forkaudit, or keeps a positive control
+beside the negative check.
+"""
+import collections
+import os
+import re
+import sys
+
+import pytest
+
+NO_FORKAUDIT = {}
+
+
+def child_records(records):
+    return [r for r in records if r.get("side") == "child"]
+
+
+# --- defect 1: the 3.12 segfault (GC run from a fork hook while a queue feeder is mid-way) ---------
+
+QUEUE_TRAFFIC = r'''
+import multiprocessing, os, queue, sys, threading
+MODE = sys.argv[1]
+q = multiprocessing.Queue()
+
+def putter():
+    i = 0
+    while True:
+        q.put(b"x" * 100 + str(i).encode())
+        i += 1
+
+def getter():
+    while True:
+        try:
+            q.get(timeout=0.1)
+        except queue.Empty:
+            pass
+
+for target in (putter, getter):
+    threading.Thread(target=target, name=target.__name__, daemon=True).start()
+ctx = multiprocessing.get_context("fork")
+
+def work():
+    os._exit(0)
+
+for i in range(20):
+    if MODE == "fork":
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+    else:
+        p = ctx.Process(target=work)
+        p.start()
+        p.join(30)
+        code = p.exitcode
+    if code != 0:
+        print("fork %d: child exit status %s" % (i, code), flush=True)
+        os._exit(1)
+print("20 forks done", flush=True)
+# os._exit: no exit handler waits for the queue's feeder thread
+os._exit(0)
+'''
+
+
+@pytest.mark.parametrize("mode", ["fork", "process"])
+def test_forking_beside_a_busy_multiprocessing_queue_does_not_crash(run_python, tmp_path, mode):
+    # The crash (exit 139, children -11) reproduced on 3.12.1 only; the program runs everywhere.
+    quiet = {"PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    plain = run_python(QUEUE_TRAFFIC, env=quiet, args=(mode,))
+    assert (plain.returncode, plain.stdout) == (0, "20 forks done\n"), plain
+    report = tmp_path / "report.jsonl"
+    for attempt in range(2):
+        if report.exists():
+            report.unlink()
+        result = run_python(QUEUE_TRAFFIC, args=(mode,), env=dict(
+            quiet, FORKAUDIT="1", FORKAUDIT_SCAN="off", FORKAUDIT_JSON=str(report)))
+        assert result.returncode == 0, (attempt, result)
+        assert result.stdout == "20 forks done\n", (attempt, result)
+        # forkaudit was at work: every child (os.fork or multiprocessing.Process) has its record
+        assert len(child_records(result.records)) == 20, (attempt, result)
+
+
+# --- defect 2: the warnings machinery is left exactly as the program set it ---------------------
+
+WARNING_POLICY = r'''
+import json, os, sys, threading, warnings
+warnings.simplefilter("ignore", DeprecationWarning)   # 3.12+: CPython's own fork warning
+warnings.simplefilter("error", UserWarning)
+before = [repr(f) for f in warnings.filters]
+start = threading.Barrier(8)
+pids = []
+
+def forker():
+    start.wait()
+    for _ in range(25):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        pids.append(pid)
+        os.waitpid(pid, 0)
+
+threads = [threading.Thread(target=forker) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(60)
+after = [repr(f) for f in warnings.filters]
+try:
+    warnings.warn("still an error", UserWarning)
+    raised = False
+except UserWarning:
+    raised = True
+print(json.dumps({"same": after == before, "first": after[0],
+                  "raised": raised, "forks": len(pids)}), flush=True)
+os._exit(0)
+'''
+
+
+@pytest.mark.parametrize("env", [NO_FORKAUDIT, {"FORKAUDIT": "record"}], ids=["without", "record"])
+def test_concurrent_forks_leave_the_warning_filters_alone(run_python, tmp_path, env):
+    import json
+    report = {"FORKAUDIT_JSON": str(tmp_path / "report.jsonl")} if env else {}
+    result = run_python(WARNING_POLICY, env={**env, **report})
+    assert result.returncode == 0, result
+    facts = json.loads(result.stdout)
+    assert facts["forks"] == 200
+    assert facts["first"].startswith("('error', None, <class 'UserWarning'>"), facts
+    assert facts == {"same": True, "first": facts["first"], "raised": True,
+                     "forks": 200}, facts
+    if env:
+        assert len(child_records(result.records)) == 200   # forkaudit did audit the forks
+
+
+def test_the_warning_check_sees_a_changed_filter(run_python):
+    # positive control: the same program, where something does change the filters, is caught
+    import json
+    result = run_python(WARNING_POLICY.replace("pids.append(pid)",
+                                               "pids.append(pid); warnings.simplefilter('always')"))
+    assert result.returncode == 0, result
+    facts = json.loads(result.stdout)
+    assert (facts["same"], facts["raised"]) == (False, False), facts
+
+
+CPYTHON_FORK_WARNING = r'''
+import os, threading
+stop = threading.Event()
+threading.Thread(target=stop.wait, name="idle", daemon=True).start()
+for _ in range(20):
+    pid = os.fork()          # the one place CPython's DeprecationWarning points at
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+stop.set()
+os._exit(0)
+'''
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="CPython warns about fork() with threads since 3.12")
+def test_cpythons_fork_warning_is_shown_as_often_as_without_forkaudit(run_python, tmp_path):
+    def warnings_of(result):
+        assert result.returncode == 0, result
+        return re.findall(r"^(.*):(\d+): DeprecationWarning: This process \(pid=\d+\) is multi-threaded, "
+                          r"use of fork\(\) may lead to deadlocks in the child\.$", result.stderr, re.M)
+    plain = warnings_of(run_python(CPYTHON_FORK_WARNING))
+    audited = run_python(CPYTHON_FORK_WARNING, env={"FORKAUDIT": "record", "FORKAUDIT_JSON": str(tmp_path / "report.jsonl")})
+    shown = warnings_of(audited)
+    line = 1 + next(i for i, l in enumerate(CPYTHON_FORK_WARNING.splitlines()) if "os.fork()" in l)
+    assert len(plain) == 1, plain
+    assert shown == plain, (shown, plain)
+    assert shown[0][0].endswith("snippet.py") and int(shown[0][1]) == line, shown
+    assert len(child_records(audited.records)) == 20   # and forkaudit did audit the 20 forks
+
+
+# --- defect 3: one record per child, each with its own fork's snapshot --------------------------
+
+def test_200_forks_from_8_threads_at_once_give_one_own_record_each(fa_program):
+    result = fa_program(r'''
+import warnings
+warnings.simplefilter("ignore", DeprecationWarning)
+start = threading.Barrier(8)
+forked = []          # (child pid, native id of the thread that forked it)
+
+def forker():
+    me = threading.get_native_id()
+    start.wait()
+    for _ in range(25):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        forked.append((pid, me))
+        _, status = os.waitpid(pid, 0)
+        if exit_code(status) != 0:
+            forked.append((pid, "exit %s" % exit_code(status)))
+
+threads = [threading.Thread(target=forker, name="forker-%d" % i) for i in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(60)
+emit(forked=forked, forkers=sorted(t.native_id for t in threads))
+''', policy="record", timeout=120)
+    assert result.returncode == 0, result
+    facts = result.facts
+    forked = dict(facts["forked"])
+    assert len(facts["forked"]) == len(forked) == 200, facts["forked"]
+    assert set(forked.values()) == set(facts["forkers"])
+    children = result.children
+    per_pid = collections.Counter(r["pid"] for r in children)
+    assert [p for p, n in per_pid.items() if n != 1] == [], "children with more than one record"
+    assert sorted(per_pid) == sorted(forked), "missing records: %s" % sorted(set(forked) - set(per_pid))
+    wrong = [(r["pid"], r["forking_thread"]["native_id"], forked[r["pid"]]) for r in children
+             if r["forking_thread"]["native_id"] != forked[r["pid"]]]
+    assert wrong == [], "records naming another thread as the forking one: %d" % len(wrong)
+    names = {r["forking_thread"]["name"] for r in children}
+    assert names == {"forker-%d" % i for i in range(8)}, names
+
+
+# --- defect 6: abort judges after every at-fork hook; a child about to exec is never aborted ------
+
+RESET_PROGRAM = r'''
+import posix, pty, warnings
+warnings.simplefilter("ignore", DeprecationWarning)
+assert forkaudit.installed() is not None and forkaudit.installed().policy == "abort"
+LOCK = threading.Lock()
+
+def enter(held, release):
+    with LOCK:
+        held.set()
+        release.wait(60)
+
+busy, busy_release = hold_in_thread("busy", enter)
+if RESET:
+    # registered after forkaudit is active, as the README advises: the child resets the lock
+    os.register_at_fork(after_in_child=LOCK._at_fork_reinit)
+
+def child_code():
+    # the child's own work: take the lock (free again after the reset) and exit 7
+    if not LOCK.acquire(timeout=5):
+        return 9
+    return 7
+
+def by_fork(fork):
+    pid = fork()
+    if pid == 0:
+        os._exit(child_code())
+    return pid, wait_child(pid)
+
+def by_forkpty():
+    pid, fd = os.forkpty()
+    if pid == 0:
+        os._exit(child_code())
+    out = b""
+    while True:                     # drain the terminal (the child's report goes there)
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:             # EIO: the child closed its side
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(fd)
+    return pid, wait_child(pid)
+
+pid, code = {"os.fork": lambda: by_fork(os.fork), "posix.fork": lambda: by_fork(posix.fork),
+             "os.forkpty": by_forkpty}[KIND]()
+emit(pid=pid, code=code)
+'''
+
+
+@pytest.mark.parametrize("kind", ["os.fork", "posix.fork", "os.forkpty"])
+@pytest.mark.parametrize("reset", [True, False], ids=["reset-by-program", "control-no-reset"])
+def test_abort_spares_a_child_whose_lock_the_program_resets(fa_program, tmp_path, kind, reset):
+    result = fa_program("RESET, KIND = %r, %r\n" % (reset, kind) + RESET_PROGRAM, install=False,
+                        env={"FORKAUDIT": "abort", "FORKAUDIT_JSON": str(tmp_path / "report.jsonl")})
+    assert result.returncode == 0, result
+    facts = result.facts
+    [rec] = child_records(result.records)
+    assert rec["pid"] == facts["pid"]
+    if reset:
+        assert facts["code"] == 7, result          # the child ran its own code and exit status
+        assert rec["hazards"] == []
+        assert [e["object"]["path"] for e in rec["reinitialized"]] == ["__main__.LOCK"]
+    else:
+        assert facts["code"] == 86, result         # positive control: a real hazard is aborted
+        assert [h["object"]["path"] for h in rec["hazards"]] == ["__main__.LOCK"]
+
+
+def test_abort_never_kills_a_subprocess_child_about_to_exec(fa_program, tmp_path):
+    result = fa_program(r'''
+import subprocess, warnings
+warnings.simplefilter("ignore", DeprecationWarning)
+assert forkaudit.installed() is not None and forkaudit.installed().policy == "abort"
+LOCK = threading.Lock()
+
+def enter(held, release):
+    with LOCK:
+        held.set()
+        release.wait(60)
+
+busy, busy_release = hold_in_thread("busy", enter)
+def preexec():
+    os.umask(0o022)
+
+done = subprocess.run(["echo", "x"], preexec_fn=preexec, capture_output=True, timeout=30)
+emit(returncode=done.returncode, stdout=done.stdout.decode(), stderr=done.stderr.decode())
+# positive control, same process, same held lock: a plain fork is judged and aborted
+pid, code = fork_once()
+emit(pid=pid, code=code)
+''', install=False, env={"FORKAUDIT": "abort", "FORKAUDIT_JSON": str(tmp_path / "report.jsonl")})
+    records = result.records
+    assert result.returncode == 0, result
+    facts = result.facts
+    assert (facts["returncode"], facts["stdout"]) == (0, "x\n"), facts
+    assert facts["code"] == 86, result
+    # one record: the control's child; none for the subprocess's fork
+    assert [(r["pid"], r["side"]) for r in records] == [(facts["pid"], "child")], records
+
+
+# --- defect 7: signal handlers that fork ---------------------------------------------------------
+
+SIGNAL_FORKS = r'''
+import signal, warnings
+warnings.simplefilter("ignore", DeprecationWarning)
+N = 100
+forked, codes = [], []
+
+def on_alarm(signum, frame):
+    # a handler can run inside another one's fork (in an at-fork hook) and fork again there
+    if len(forked) >= N:
+        return
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    forked.append(pid)
+    _, status = os.waitpid(pid, 0)
+    codes.append(exit_code(status))
+    if len(forked) >= N:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+
+# a few threads, so that each snapshot has something to look at
+stop = threading.Event()
+for i in range(3):
+    threading.Thread(target=stop.wait, name="idle-%d" % i, daemon=True).start()
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
+deadline = time.monotonic() + 50
+while len(forked) < N:
+    if time.monotonic() > deadline:
+        emit(timed_out=True, forked=len(forked))
+        sys.stdout.flush(); os._exit(2)
+    time.sleep(0.01)
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+emit(forked=forked, codes=codes)
+'''
+
+
+@pytest.mark.parametrize("install", [False, True], ids=["without", "record"])
+def test_forks_from_a_signal_handler_finish(fa_program, install):
+    result = fa_program(SIGNAL_FORKS, install=install, policy="record", timeout=90)
+    assert result.returncode == 0, result
+    assert result.stderr == ""        # no RecursionError, no internal error swallowed and said
+    facts = result.facts
+    forked = facts["forked"]
+    # forks nested in a handler that ran inside another fork's hooks can add a few more
+    assert len(forked) == len(set(forked)) >= 100
+    assert facts["codes"] == [0] * len(forked)
+    children = result.children
+    if not install:
+        assert children == []
+        return
+    # a fork made by a handler that ran inside forkaudit's own hook is not audited: not one
+    # record per fork, but never more, never a record for a pid that was not forked here
+    per_pid = collections.Counter(r["pid"] for r in children)
+    assert 1 <= len(children) <= len(forked), len(children)
+    assert max(per_pid.values()) == 1
+    assert set(per_pid) <= set(forked)
+    assert all(r["forking_thread"]["name"] == "MainThread" for r in children)

@@ -1,0 +1,248 @@
+"""The stuck-fork watchdog (forkaudit/watchdog.py, csrc/watchdog.c) and 'abort' acting on facts.
+
+Every program runs in a subprocess with a timeout; the watchdog runs with N = 1 s. A stuck
+wait is made deterministic (a thread holds a lock until told; the parent waits for the
+watchdog's own mark, or reads the child's stderr through a pipe, before it releases or
+kills anything), and each "stuck" case sits beside a healthy control.
+"""
+import signal
+import sys
+
+import pytest
+
+WATCH = "forkaudit.install(policy=%r, json_path=REPORT, watchdog=1)\n"
+
+HOLDER = '''
+LOCK = threading.Lock()
+def enter(held, release):
+    with LOCK:
+        held.set()
+        release.wait()
+holder, release_holder = hold_in_thread("holder", enter)
+'''
+
+
+def test_parent_stuck_in_a_before_hook_names_the_lock_and_its_live_holder(fa_program):
+    result = fa_program(WATCH % "warn" + '''
+from forkaudit import watchdog
+LOCK = threading.Lock()
+r, w = os.pipe()
+ready = threading.Event()
+def enter2():
+    with LOCK:
+        ready.set()
+        os.read(r, 1)          # the holder keeps LOCK until the watchdog has reported
+holder = threading.Thread(target=enter2, name="holder", daemon=True)
+holder.start(); ready.wait()
+
+def slow_hook():
+    with LOCK:                 # a library's before-fork hook waiting on a lock another thread holds
+        pass
+os.register_at_fork(before=slow_hook)
+
+FIRED = []
+def releaser():
+    wait_for(lambda: watchdog._marks.parent_fired, "the parent watchdog", timeout=30)
+    FIRED.append(watchdog._marks.parent_fired)
+    watchdog._marks.parent_fired = 0   # (a test's reset, to see whether the control fork fires)
+    os.write(w, b"x")
+threading.Thread(target=releaser, name="releaser", daemon=True).start()
+t0 = time.monotonic()
+pid, code = fork_once()
+emit(code=code, seconds=time.monotonic() - t0, fired=FIRED,
+     armed_after=watchdog._marks.parent_tid)
+# control: the next fork's hook does not block; no report, nothing left armed
+holder.join()
+pid, code = fork_once()
+emit(code2=code, fired2=watchdog._marks.parent_fired, armed_after2=watchdog._marks.parent_tid)
+''', install=False)
+    assert result.returncode == 0, result
+    f = result.facts
+    assert f["code"] == 0 and f["fired"] == [1] and f["seconds"] >= 1.0 and f["armed_after"] == 0
+    err = result.stderr
+    assert err.count("forkaudit watchdog: pid") == 1, err
+    assert "has not returned after 1 s" in err
+    assert "inside the Python before-fork hooks" in err
+    assert "the lock: __main__.LOCK" in err
+    assert "held by: thread 'holder'" in err and "in enter2" in err
+    assert "the wait is in the before-fork hook slow_hook()" in err
+    assert f["code2"] == 0 and f["fired2"] == 0 and f["armed_after2"] == 0
+
+
+def test_abort_ends_a_child_stuck_on_an_inherited_python_lock_and_spares_a_healthy_one(fa_program):
+    result = fa_program(WATCH % "abort" + HOLDER + '''
+def healthy():
+    return 7                     # never touches LOCK: it must not be stopped
+def stuck():
+    with LOCK:                   # blocks forever: LOCK's owner does not exist in the child
+        return 5
+pid1, code1 = fork_once(healthy)
+pid2, code2 = fork_once(stuck)
+release_holder.set(); holder.join()
+emit(healthy=code1, stuck=code2, pid2=pid2)
+''', install=False)
+    assert result.returncode == 0, result
+    f = result.facts
+    assert f["healthy"] == 7
+    assert f["stuck"] == 86
+    err = result.stderr
+    assert err.count("forkaudit watchdog: child") == 1, err
+    assert "forkaudit watchdog: child %d " % f["pid2"] in err
+    assert "has waited at least 1 s on a lock it inherited held" in err
+    assert "inside the child's own code" in err
+    assert "python_lock __main__.LOCK" in err and "owner: thread 'holder'" in err
+    assert err.rstrip().endswith("child %d exits with status 86: it is stuck on an inherited lock" % f["pid2"])
+    # under 'abort' the prediction alone prints nothing: both children have their records
+    assert "held by threads that do not exist in the child" not in err
+    assert [len(r["hazards"]) for r in result.children] == [1, 1]
+    assert {r["policy"] for r in result.children} == {"abort"}
+
+
+def test_abort_without_the_watchdog_reports_and_never_kills(fa_program):
+    result = fa_program('''
+forkaudit.install(policy="abort", json_path=REPORT, watchdog=0)
+''' + HOLDER + '''
+pid, code = fork_once(lambda: 7)
+release_holder.set(); holder.join()
+emit(code=code)
+''', install=False)
+    assert result.returncode == 0, result
+    assert result.facts["code"] == 7
+    assert "held by threads that do not exist in the child" in result.stderr
+    assert "forkaudit watchdog" not in result.stderr
+
+
+CHILD_STDERR_TO_PIPE = '''
+UNTIL = b"the wait is in the after-fork hook"   # the report's last line (or the child exits)
+def watch_child(body):
+    """Fork; the child's stderr goes to a pipe; the parent reads it until the watchdog has
+    spoken (or the child exits), then kills the child if it is still there."""
+    r, w = os.pipe()
+    saved = os.dup(2)
+    os.dup2(w, 2)                # before the fork: the child's at-fork hooks write there too
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        body()
+        os._exit(0)
+    os.dup2(saved, 2); os.close(saved); os.close(w)
+    seen = b""
+    deadline = time.monotonic() + 20
+    while UNTIL not in seen or not seen.endswith(b"\\n"):
+        chunk = os.read(r, 65536)
+        if not chunk or time.monotonic() > deadline:
+            break
+        seen += chunk
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if not done:
+        os.kill(pid, signal.SIGKILL); os.waitpid(pid, 0)
+    return seen.decode(), bool(done)
+'''
+
+
+def test_child_stuck_in_an_after_in_child_hook_is_reported(fa_program):
+    result = fa_program("import signal\n" + WATCH % "warn" + HOLDER + CHILD_STDERR_TO_PIPE + '''
+CHILD = []
+def post_fork():
+    if CHILD:
+        with LOCK:               # like grpc's post-fork hook: it waits for a lock held at the fork
+            pass
+os.register_at_fork(after_in_child=post_fork)
+CHILD.append(1)
+text, exited = watch_child(lambda: None)
+emit(text=text, exited=exited)
+CHILD.clear()
+pid, code = fork_once(lambda: 7)   # control: the hook does nothing now
+release_holder.set(); holder.join()
+emit(control=code)
+''', install=False)
+    assert result.returncode == 0, result
+    f = result.facts
+    assert f["exited"] is False                      # warn: reported, not stopped
+    assert "has waited at least 1 s on a lock it inherited held" in f["text"]
+    assert "inside the child's at-fork hooks" in f["text"]
+    assert "no other thread exists in this child to release it" in f["text"]
+    assert "the lock: __main__.LOCK" in f["text"]
+    assert "held at the fork by thread 'holder'" in f["text"]
+    assert "the wait is in the after-fork hook post_fork()" in f["text"]
+    assert f["control"] == 7 and "forkaudit watchdog" not in result.stderr
+
+
+@pytest.mark.c_level
+def test_child_waiting_on_an_inherited_c_mutex_is_stopped_under_abort(fa_program, build_c):
+    lib = build_c("heldmutex", r'''
+        #include <pthread.h>
+        #include <unistd.h>
+        pthread_mutex_t held_mutex = PTHREAD_MUTEX_INITIALIZER;
+        static int fds[2];
+        static void *run(void *a) {
+            (void)a;
+            pthread_mutex_lock(&held_mutex);
+            if (write(fds[1], "x", 1) != 1) return 0;
+            for (;;)
+                pause();                        /* holds held_mutex for good */
+            return 0;
+        }
+        void hold_in_thread(void) {
+            pthread_t t; char c;
+            if (pipe(fds) != 0) return;
+            pthread_create(&t, 0, run, 0);
+            if (read(fds[0], &c, 1) != 1) return;
+        }
+        void take(void) { pthread_mutex_lock(&held_mutex); pthread_mutex_unlock(&held_mutex); }
+    ''')
+    for scan in ("full", "off"):   # off: no scan found it, the watchdog still knows the owner is gone
+        result = fa_program('''
+import ctypes
+forkaudit.install(policy="abort", json_path=REPORT, watchdog=1, scan=%r)
+lib = ctypes.CDLL(%r)
+lib.hold_in_thread()
+pid1, healthy = fork_once(lambda: 7)
+pid2, stuck = fork_once(lambda: lib.take() or 5)
+emit(healthy=healthy, stuck=stuck)
+''' % (scan, lib), install=False)
+        assert result.returncode == 0, (scan, result)
+        assert result.facts == {"healthy": 7, "stuck": 86}, (scan, result)
+        err = result.stderr
+        assert err.count("forkaudit watchdog: child") == 1, err
+        if scan == "full":
+            assert "pthread_mutex held_mutex" in err and "libheldmutex.so" in err
+        else:
+            assert "waiting on: the glibc mutex at 0x" in err and "which does not exist in the child" in err
+
+
+def test_the_watchdog_adds_no_thread_and_takes_only_a_free_signal(fa_program):
+    result = fa_program('''
+import signal, warnings
+warnings.simplefilter("error", DeprecationWarning)   # 3.12+: a thread more would warn at the fork
+MINE = signal.SIGRTMAX - 1
+def mine(signum, frame):
+    pass
+signal.signal(MINE, mine)                            # the program's own real-time signal
+forkaudit.install(policy="abort", json_path=REPORT, watchdog=1)
+from forkaudit import watchdog
+tasks = []
+os.register_at_fork(before=lambda: tasks.append(len(os.listdir("/proc/self/task"))))
+pid, code = fork_once(lambda: len(os.listdir("/proc/self/task")) + 10)
+emit(code=code, tasks=tasks, signo=watchdog._signo, mine=int(MINE), kept=signal.getsignal(MINE) is mine)
+''', install=False)
+    assert result.returncode == 0, result
+    f = result.facts
+    assert f["code"] == 11 and f["tasks"] == [1]
+    assert f["kept"] is True and f["signo"] > 0 and f["signo"] != f["mine"]
+    assert "DeprecationWarning" not in result.stderr
+
+
+def test_watchdog_setting_is_parsed():
+    from forkaudit.errors import SettingsError
+    from forkaudit.settings import from_environ, parse_watchdog
+    assert from_environ({"FORKAUDIT": "abort"}).watchdog == 5.0
+    assert from_environ({"FORKAUDIT": "abort", "FORKAUDIT_WATCHDOG": "0"}).watchdog == 0.0
+    assert from_environ({"FORKAUDIT": "abort-now", "FORKAUDIT_WATCHDOG": " 2.5 "}).watchdog == 2.5
+    for bad in ("-1", "x", "1e3", "99999999", "1.2.3", "100000"):
+        with pytest.raises(SettingsError):
+            parse_watchdog(bad)
+
+
+if not sys.platform.startswith("linux"):
+    pytestmark = pytest.mark.skip("the watchdog uses Linux POSIX timers aimed at a thread")
