@@ -1,3 +1,8 @@
+"""A thread inside a SQLite query when the program forks: the child inherits the
+connection's mutex held (a C mutex in heap memory). Run it audited:
+
+    forkaudit run -- python examples/sqlite_fork.py
+"""
 import os, sqlite3, threading, sys, time
 started = threading.Event()
 def work():
