@@ -227,7 +227,7 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
     if in_child and not _worth_a_walk(snap):
         return [], []  # a clean fork: nothing held to explain, and no page written to find that out
     walked = naming.walk()
-    private = {id(o) for o in snap.private} | walked.private
+    private = {id(o) for o in snap.private} | walked.private | _started_here(in_child)
     candidates = dict(snap.candidates)
     for lock_id, lock in walked.locks.items():
         if lock_id in candidates or lock_id in private or not locktypes.maybe_locked(lock):
@@ -280,6 +280,17 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
         for key in ("_who", "_what", "_where", "_id"):
             e.pop(key, None)
     return hazards, reinit
+
+
+def _started_here(in_child):
+    """ids of the _tstate_locks of threads running in the child (started by an after-fork hook,
+    such as opentelemetry's BatchSpanProcessor restarting its worker): each is held by its own
+    live thread, never a hazard."""
+    if not in_child:
+        return set()
+    me = threading.get_ident()
+    return {id(t.__dict__["_tstate_lock"]) for ident, t in list(dict.items(threading._active))
+            if ident != me and t.__dict__.get("_tstate_lock") is not None}
 
 
 # Where a thread parked waiting (Event/Condition/Queue waits, selectors, sockets, pools) has

@@ -8,26 +8,36 @@ Levels, most likely to hang the child first (LEVELS):
   "c-library"  a C lock in a named library's data/bss: the child blocks when it calls
                into that library
   "c-heap"     a C lock in heap or anonymous memory (a library's object: a connection, a pool)
-  null         a Python lock no path leads to from a logger or a module (a local of a
-               running function, an object only a C extension holds): unknown
+  "local"      no module global leads to it, but a local variable of the code the child
+               runs (the forking thread's frames, alive in the child) does
+  null         not classified (a record of another kind of lock)
   "internal"   only reachable through thread or thread-pool bookkeeping (threading's
                tables, a Thread object, a thread pool's private state), a library's private
                state that only the library's own (vanished) thread was working on, or the
                internal lock of a buffered file (python_internal) no logger writes to: the
                child blocks only if it uses that object itself
+  "unreachable" nothing the child can run leads to it: no logger, no module global (within
+               the walk's bounds), no local of the child's frames; only the vanished thread's
+               own frames held it (a span, a request object of that thread)
+
+A lock that a logger leads to is "logging" even when its shortest path starts at a module.
 
 Facts only (a short value per hazard); render.py says what each means. The path is
 resolved in the child, after every at-fork handler, without running user code.
 """
 import ast
+import collections
 import re
+import sys
 import threading
 import types
 
-from . import heldby, known, stackcode
+from . import heldby, known, naming, stackcode
 from .maps import Maps
 
-LEVELS = ("logging", "global", "c-library", "c-heap", None, "internal")
+LEVELS = ("logging", "global", "local", "c-library", "c-heap", None, "internal", "unreachable")
+MAX_NODES = 20000
+MAX_DEPTH = 6
 C_KINDS = ("pthread_mutex", "pthread_rwlock", "semaphore")
 _STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[([^\]]*)\]")
 _MISSING = heldby._MISSING
@@ -96,13 +106,92 @@ def _library_thread(stack):
     return bool(stack) and all(known.library_file(f.get("file")) for f in stack)
 
 
-def python_reach(hazard):
+def _ids_from(roots):
+    """ids of the objects a bounded breadth-first walk from `roots` meets (naming's steps:
+    no user code runs)."""
+    seen = set()
+    queue = collections.deque((obj, 0) for obj in roots)
+    visited = 0
+    while queue and visited < MAX_NODES:
+        obj, depth = queue.popleft()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        visited += 1
+        if depth >= MAX_DEPTH or isinstance(obj, naming.PRIMITIVES):
+            continue
+        try:
+            children = list(naming._children(obj))
+        except Exception:  # noqa: BLE001 - an odd object: leave it
+            continue
+        for _step, child in children:
+            if not isinstance(child, naming._LEAVES) and id(child) not in seen:
+                queue.append((child, depth + 1))
+    return seen
+
+
+def _loggers():
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return []
+    out = [logging.root]
+    manager = getattr(logging.Logger, "manager", None)
+    out.extend(lg for lg in list(getattr(manager, "loggerDict", {}).values()) if isinstance(lg, logging.Logger))
+    return out
+
+
+def _own_frames_locals():
+    """The local variables of the child's own frames (the forking thread's, alive in the
+    child), forkaudit's own frames left out."""
+    out = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        if not frame.f_globals.get("__name__", "").startswith("forkaudit"):
+            try:
+                out.extend(v for v in dict(frame.f_locals).values() if not isinstance(v, naming._LEAVES))
+            except Exception:  # noqa: BLE001
+                pass
+        frame = frame.f_back
+    return out
+
+
+class _Reachable:
+    """What the child's loggers and own frames lead to (computed once, when needed)."""
+
+    def __init__(self):
+        self._logging = self._local = None
+
+    def logging(self):
+        if self._logging is None:
+            self._logging = _ids_from(_loggers())
+        return self._logging
+
+    def local(self):
+        if self._local is None:
+            self._local = _ids_from(_own_frames_locals())
+        return self._local
+
+
+def _address(hazard):
+    try:
+        return int(hazard.get("address") or "", 16)
+    except ValueError:
+        return None
+
+
+def python_reach(hazard, reachable=None):
+    reachable = reachable or _Reachable()
     obj = hazard.get("object") or {}
     path = obj.get("path")
-    if not path:
-        return None
-    if path.startswith("logging.getLogger("):
+    address = _address(hazard)
+    if path and path.startswith("logging.getLogger("):
         return "logging"
+    if address is not None and address in reachable.logging():
+        return "logging"  # a logger leads to it, though a module's path to it is shorter
+    if not path:
+        if address is not None and address in reachable.local():
+            return "local"
+        return "unreachable"
     if path.startswith(known.INTERNAL_ROOTS):
         return "internal"
     if hazard.get("kind") == "python_internal":
@@ -126,10 +215,10 @@ def c_reach(hazard):
     return "c-library" if library and library.startswith("/") else "c-heap"
 
 
-def classify(hazard):
+def classify(hazard, reachable=None):
     if hazard.get("kind") in C_KINDS:
         return c_reach(hazard)
-    return python_reach(hazard)
+    return python_reach(hazard, reachable)
 
 
 def annotate(hazards, threads):
@@ -138,8 +227,9 @@ def annotate(hazards, threads):
     idents = {t.get("native_id"): t.get("ident") for t in threads or () if t.get("native_id")}
     maps = None
     code_of = {}
+    reachable = _Reachable()
     for h in hazards:
-        h["reach"] = classify(h)
+        h["reach"] = classify(h, reachable)
         h["owner_code"] = None
         if h.get("kind") in C_KINDS:
             tid = (h.get("owner") or {}).get("native_id")

@@ -56,10 +56,14 @@ REACH_TEXT = {
     "c-library": "likely if the child calls into %s (the lock lives in that library's data)",
     "c-heap": ("possible: a C library's object in %s memory; the child blocks when it calls into "
                "the library that locked it"),
+    "local": ("likely: a local variable of the code the child runs (the forking thread's frames) leads "
+              "to it"),
+    "unreachable": ("unreachable: nothing the child can run leads to it (no logger, module global or "
+                    "local of its own frames); only the vanished thread's own frames held it"),
     "internal": ("unlikely: only thread or thread-pool internals, a vanished thread's objects or a "
                  "file's internal buffer lead to it; the child blocks only if it uses that object itself"),
 }
-NO_REACH = "unknown: no path from a logger or a module leads to it (a local of a running function?)"
+NO_REACH = "unknown: not classified"
 
 
 def reach_text(h):
@@ -149,7 +153,7 @@ def advice(event):
         if any(h.get("known") == key for h in hazards):
             entry = known.LIBRARIES[key]
             lines.append("fix (%s): %s." % (entry["name"], entry["remedy"]))
-    likely = [h for h in hazards if h.get("reach") in ("logging", "global", None)] or hazards
+    likely = [h for h in hazards if h.get("reach") in ("logging", "global", "local", None)] or hazards
     first = next((h for h in likely if reset_expr(h)), None)
     reset = reset_line(first) if first else None
     kinds = {h.get("kind") for h in hazards}

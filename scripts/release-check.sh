@@ -180,7 +180,7 @@ for minor in "${MINORS[@]}"; do
   step "install into a Python $minor venv, no compiler on PATH"
   where=""
   if ! "$py" -m venv "$venv" \
-     || ! env PATH="$venv/bin:$NOCC" CC=/bin/false CXX=/bin/false "$venv/bin/python" -m pip install -q "$WHEEL[test]" </dev/null >"$TMP/install-$minor.log" 2>&1 \
+     || ! env PATH="$venv/bin:$NOCC" CC=/bin/false CXX=/bin/false "$venv/bin/python" -m pip install -q --only-binary :all: "$WHEEL[test,libs]" </dev/null >"$TMP/install-$minor.log" 2>&1 \
      || ! where=$(cd "$TMP" && "$venv/bin/python" -c 'import forkaudit, forkaudit._shim, forkaudit.native as n; print(forkaudit.__file__, "|", n.c_level("full", True))') \
      || [[ $where != "$venv"/* ]]; then
     grep -v "^WARNING: Location" "$TMP/install-$minor.log" | tail -n 20

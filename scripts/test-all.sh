@@ -182,7 +182,8 @@ for i in "${!PYS[@]}"; do
   echo "== Python $name ($py)"
   where=""
   ROW_PY+=("$name")
-  # the venv the release check made (the wheel, pytest, jsonschema, installed with no
+  # the venv the release check made (the wheel with its [test,libs] extras: pytest, jsonschema,
+  # and the real libraries of tests/test_real_libraries.py, installed from wheels with no
   # compiler), and a check that `import forkaudit` outside the tree loads it (with its _shim)
   if [ ! -x "$venv/bin/python" ] \
      || ! where=$(cd "$RUN" && "$venv/bin/python" -c 'import forkaudit, forkaudit._shim; print(forkaudit.__file__)') \

@@ -43,7 +43,7 @@ def test_schema_copy_is_a_valid_schema_with_c_level():
     lock = schema["$defs"]["lock"]
     assert not set(LOCK_ADDED) & set(lock["required"])  # optional: older records have none
     reach = jsonschema.Draft202012Validator(lock["properties"]["reach"])
-    for good in ("logging", "global", "internal", "c-library", "c-heap", None):
+    for good in ("logging", "global", "local", "internal", "c-library", "c-heap", "unreachable", None):
         assert reach.is_valid(good), good
     for bad in ("", "likely", 1):
         assert not reach.is_valid(bad), bad

@@ -1,0 +1,560 @@
+"""forkaudit's verdicts on real libraries, used as their users use them (issue 9, item 6).
+
+The libraries come from the registry through the `libs` extra (pyproject.toml), which
+scripts/test-all.sh and scripts/release-check.sh install into every test venv; a test
+skips, saying why, only where its library is not installed (no wheel for that Python).
+Each test checks the verdict a user of that library needs: healthy children are not
+flagged and not aborted, true hazards are named (lock, owner, where, reach, remedy).
+Every program runs in a subprocess with a timeout; threads are parked with events, never
+placed by sleeping.
+"""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import read_jsonl
+from forkcase import PRELUDE
+
+LIKELY = ("logging", "global")
+
+
+def need(*modules):
+    for name in modules:
+        if importlib.util.find_spec(name) is None:
+            pytest.skip("%s is not installed for this Python (the [libs] extra installs it where "
+                        "the registry has a wheel for it)" % name)
+
+
+def program(body, policy="record"):
+    return "%s\nforkaudit.install(policy=%r, json_path=REPORT, watchdog=1)\n%s\n" % (
+        PRELUDE, policy, textwrap.dedent(body))
+
+
+def facts(result):
+    return [json.loads(line[2:]) for line in result.stdout.splitlines() if line.startswith("@@")]
+
+
+# The positive control shared by the "healthy children" tests: after the library's forks,
+# one more fork while a thread of the program holds a module global, which the child then
+# takes: that child must be flagged (reach "global"); its acquire times out under record
+# (status 3: the lock was really held) and, under abort, the watchdog stops it with 86.
+CONTROL = r'''
+import json
+CONTROL_LOCK = threading.Lock()
+def _hold(held, release):
+    with CONTROL_LOCK:
+        held.set()
+        release.wait(30)
+_t, _release = hold("control", _hold)
+_pid = os.fork()
+if _pid == 0:
+    os._exit(0 if CONTROL_LOCK.acquire(timeout=3) else 3)
+_status = os.waitpid(_pid, 0)[1]
+_release.set()
+_t.join()
+print("@@" + json.dumps({"control": os.waitstatus_to_exitcode(_status)}), flush=True)
+'''
+
+
+def check_control(result, policy):
+    [control] = [f["control"] for f in facts(result) if "control" in f]
+    assert control == (86 if policy == "abort" else 3), result
+    last = result.children[-1]
+    [h] = [h for h in last["hazards"] if (h["object"] or {}).get("path") == "__main__.CONTROL_LOCK"]
+    assert h["reach"] == "global" and h["owner"]["name"] == "control", h
+
+
+# --- opentelemetry-sdk ----------------------------------------------------------------------------
+
+OTEL = r'''
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+class Sink(SpanExporter):
+    def export(self, spans):
+        return SpanExportResult.SUCCESS
+    def shutdown(self):
+        pass
+
+provider = TracerProvider()
+provider.add_span_processor(BatchSpanProcessor(Sink(), schedule_delay_millis=1))
+tracer = provider.get_tracer("t")
+stop = threading.Event()
+def spans():
+    while not stop.is_set():
+        with tracer.start_as_current_span("s"):
+            pass
+workers = [threading.Thread(target=spans, daemon=True) for _ in range(2)]
+for w in workers:
+    w.start()
+codes = []
+for _ in range(10):
+    pid = os.fork()
+    if pid == 0:
+        with tracer.start_as_current_span("child"):
+            pass
+        provider.force_flush(2000)
+        os._exit(0)
+    codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+stop.set()
+print("@@" + json.dumps({"codes": codes}), flush=True)
+'''
+
+
+@pytest.mark.parametrize("policy", ["record", "abort"])
+def test_opentelemetry_batch_span_processor_children_are_healthy(run_python, policy):
+    """BatchSpanProcessor re-creates its lock and thread in an after_in_child hook: its
+    children are healthy, so none is flagged and, under abort, none is stopped."""
+    need("opentelemetry.sdk")
+    result = run_python(program("import json\n" + OTEL + CONTROL, policy), timeout=60)
+    assert result.returncode == 0, result
+    [codes] = [f["codes"] for f in facts(result) if "codes" in f]
+    children = result.children
+    assert len(children) == 11, result
+    assert codes == [0] * 10, result  # healthy: none stopped under abort
+    for rec in children[:10]:
+        # the processor's own lock and thread are never reported (its hook re-created them);
+        # a span another thread was starting at the fork is reachable from nothing the child runs
+        for h in rec["hazards"]:
+            assert (h["owner"] or {}).get("name") != "OtelBatchSpanRecordProcessor", h
+            assert h["reach"] == "unreachable", h
+    check_control(result, policy)
+
+
+# --- loguru ----------------------------------------------------------------------------------------
+
+LOGURU = r'''
+import json
+from loguru import logger
+import loguru._locks_machinery as machinery
+logger.remove()
+in_sink, leave = threading.Event(), threading.Event()
+def sink(message):
+    if threading.current_thread().name == "log-writer":
+        in_sink.set()
+        leave.wait(30)
+logger.add(sink, enqueue=False)
+if GUARD_OFF:
+    # as if loguru had no at-fork guard: its before-fork hook takes no lock
+    machinery.handler_locks.clear()
+    machinery.logger_locks.clear()
+'''
+
+
+def test_loguru_lock_taken_in_a_contextmanager_generator_gets_its_owner(run_python):
+    """With loguru's fork guard off, a thread inside a sink holds the handler lock that
+    loguru takes in its @contextmanager _protected_lock(): the generator is suspended (on
+    no stack), yet the lock's owner is the logging thread, and the child logs through it."""
+    need("loguru")
+    result = run_python(program("GUARD_OFF = True\n" + LOGURU + r'''
+t = threading.Thread(target=lambda: logger.info("hello"), name="log-writer")
+t.start()
+in_sink.wait(10)
+status = fork_once()
+leave.set()
+t.join()
+print("@@" + json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=True)
+'''), timeout=60)
+    assert result.returncode == 0, result
+    [rec] = result.children
+    [h] = rec["hazards"]
+    assert h["kind"] == "python_lock" and h["object"]["path"].endswith("._lock"), h
+    assert h["owner"]["name"] == "log-writer", h       # not "owner unknown"
+    assert "with self._protected_lock()" in h["why"], h
+    assert h["reach"] == "global", h                     # loguru.logger / __main__.logger lead to it
+    assert any(f["function"] == "emit" for f in h["held_at"]), h
+
+
+def test_loguru_guard_keeps_children_healthy(run_python):
+    """With loguru's own guard (it takes its locks before the fork and releases them in
+    both processes), threads logging while the program forks give healthy children."""
+    need("loguru")
+    result = run_python(program("GUARD_OFF = False\n" + LOGURU + r'''
+stop = threading.Event()
+def spam():
+    while not stop.is_set():
+        logger.info("x")
+workers = [threading.Thread(target=spam, daemon=True) for _ in range(2)]
+for w in workers:
+    w.start()
+codes = []
+for _ in range(10):
+    pid = os.fork()
+    if pid == 0:
+        logger.info("child")
+        os._exit(0)
+    codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+stop.set()
+print("@@" + json.dumps({"codes": codes}), flush=True)
+''' + CONTROL, policy="abort"), timeout=60)
+    assert result.returncode == 0, result
+    [codes] = [f["codes"] for f in facts(result) if "codes" in f]
+    assert codes == [0] * 10, result
+    for rec in result.children[:10]:
+        assert rec["hazards"] == [], rec["hazards"]
+    check_control(result, "abort")
+
+
+# --- sqlite3 ---------------------------------------------------------------------------------------
+
+SQLITE = r'''
+import json, sqlite3
+entered, leave = threading.Event(), threading.Event()
+def progress():
+    entered.set()
+    leave.wait(30)   # inside the query: SQLite holds the connection's mutex
+    return 0
+def query():
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    conn.execute("create table t(x)")
+    if BUSY:
+        conn.set_progress_handler(progress, 100)
+        conn.execute("with recursive c(x) as (select 1 union all select x+1 from c where x < 2000) "
+                     "select count(*) from c").fetchall()
+    else:
+        entered.set()
+        leave.wait(30)  # idle, its connection open
+    conn.close()
+t = threading.Thread(target=query, name="sql-worker")
+t.start()
+entered.wait(10)
+status = fork_once()
+leave.set()
+t.join()
+print("@@" + json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=True)
+'''
+
+
+@pytest.mark.c_level
+def test_sqlite_connection_mutex_is_named_with_sqlites_remedy(run_python):
+    """A thread inside a query at the fork holds its connection's mutex (a heap C mutex):
+    the report names SQLite (from the code on the owner's stack), its reach and remedy."""
+    result = run_python(program("BUSY = True\n" + SQLITE), timeout=60)
+    assert result.returncode == 0, result
+    [rec] = result.children
+    mine = [h for h in rec["hazards"] if (h["owner"] or {}).get("name") == "sql-worker"]
+    assert mine, rec["hazards"]
+    for h in mine:
+        assert h["kind"] == "pthread_mutex", h
+        assert h["known"] == "sqlite", h
+        assert h["reach"] in ("c-heap", "c-library"), h
+        assert any("sqlite" in os.path.basename(p) for p in h["owner_code"]), h
+        assert any(f["function"] == "progress" for f in h["held_at"]), h
+    from forkaudit import render
+    text = render.text(rec)
+    assert "recognised: SQLite (sqlite3)" in text, text
+    assert "fix (SQLite (sqlite3)): open SQLite connections in the child" in text, text
+
+
+@pytest.mark.c_level
+def test_sqlite_idle_connection_is_no_hazard(run_python):
+    """The negative beside it: the same thread with its connection open but no query running."""
+    result = run_python(program("BUSY = False\n" + SQLITE), timeout=60)
+    assert result.returncode == 0, result
+    [rec] = result.children
+    assert [h for h in rec["hazards"] if (h["owner"] or {}).get("name") == "sql-worker"] == [], rec["hazards"]
+
+
+# --- multiprocessing -------------------------------------------------------------------------------
+
+MP_QUEUE = r'''
+import json, multiprocessing as mp
+def child(q):
+    q.put(os.getpid())
+def take_control(lock):
+    os._exit(0 if lock.acquire(timeout=3) else 3)
+if __name__ == "__main__":
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    stop = threading.Event()
+    def feed():
+        while not stop.is_set():
+            q.put(b"x" * 100)
+    def drain():
+        while True:
+            q.get()
+    threading.Thread(target=drain, daemon=True).start()
+    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(2)]
+    for f in feeders:
+        f.start()
+    procs = [ctx.Process(target=child, args=(q,)) for _ in range(20)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(20)
+    stop.set()
+    print("@@" + json.dumps({"codes": [p.exitcode for p in procs]}), flush=True)
+    CONTROL_LOCK = threading.Lock()
+    held, release = threading.Event(), threading.Event()
+    def hold_it():
+        with CONTROL_LOCK:
+            held.set()
+            release.wait(30)
+    h = threading.Thread(target=hold_it, name="control", daemon=True)
+    h.start()
+    held.wait(10)
+    p = ctx.Process(target=take_control, args=(CONTROL_LOCK,))
+    p.start()
+    p.join(20)
+    release.set()
+    print("@@" + json.dumps({"control": p.exitcode}), flush=True)
+    os._exit(0)  # the queue's feeder may still hold data nobody reads
+'''
+
+
+@pytest.mark.parametrize("policy", ["record", "abort"])
+def test_multiprocessing_queue_children_are_judged_after_its_resets(run_python, policy):
+    """A multiprocessing.Queue used by threads, then fork Processes: multiprocessing resets the
+    queue's locks in the child (its after-fork registry); forkaudit judges after that, so no
+    child is flagged and, under abort, every healthy child lives."""
+    result = run_python(program(MP_QUEUE, policy), timeout=90)
+    assert result.returncode == 0, result
+    [codes] = [f["codes"] for f in facts(result) if "codes" in f]
+    assert codes == [0] * 20, result
+    children = result.children
+    assert len(children) == 21, result
+    for rec in children[:20]:
+        assert [h for h in rec["hazards"] if h["reach"] in LIKELY] == [], rec["hazards"]
+    check_control(result, policy)
+
+
+# --- concurrent.futures + QueueListener writing a FileHandler -------------------------------------
+
+FUTURES = r'''
+import json, logging, logging.handlers, queue, multiprocessing as mp, stat
+from concurrent.futures import ProcessPoolExecutor
+
+def job(i):
+    return i * i
+
+if __name__ == "__main__":
+    fifo = os.path.join(os.path.dirname(REPORT), "log.fifo")
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the FileHandler open it
+    q = queue.Queue()
+    file_handler = logging.FileHandler(fifo)
+    listener = logging.handlers.QueueListener(q, file_handler)
+    listener.start()
+    log = logging.getLogger("app")
+    log.addHandler(logging.handlers.QueueHandler(q))
+    log.propagate = False
+    log.warning("x" * 200000)   # more than a pipe holds: the listener's flush blocks, buffer locked
+    deadline = time.monotonic() + 10
+    while True:  # until the listener thread is blocked writing the file (its buffer locked)
+        f = sys._current_frames().get(listener._thread.ident)
+        if f is not None and f.f_code.co_name in ("emit", "flush") and "logging" in f.f_code.co_filename:
+            break
+        assert time.monotonic() < deadline, "the listener never blocked"
+        time.sleep(0.005)
+    # a program thread holds the logger's queue (QueueHandler's queue.Queue) mutex at the fork
+    held, release = threading.Event(), threading.Event()
+    def hold_queue():
+        with q.mutex:
+            held.set()
+            release.wait(30)
+    holder = threading.Thread(target=hold_queue, name="queue-holder", daemon=True)
+    holder.start()
+    held.wait(10)
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as ex:
+        results = list(ex.map(job, range(4)))
+    release.set()
+    holder.join()
+    print("@@" + json.dumps({"results": results}), flush=True)
+    os._exit(0)
+'''
+
+
+def test_process_pool_with_queue_listener_file_buffer_is_internal(run_python):
+    """ProcessPoolExecutor workers forked while a QueueListener thread is inside its
+    FileHandler's flush: the file's buffer lock is reported at reach "internal" (only the
+    listener thread writes that file), below the logger's queue lock (reach "logging")."""
+    result = run_python(program(FUTURES), timeout=60)
+    assert result.returncode == 0, result
+    [results] = [f["results"] for f in facts(result) if "results" in f]
+    assert results == [0, 1, 4, 9]
+    assert result.children, result
+    for rec in result.children:
+        reaches = [h["reach"] for h in rec["hazards"]]
+        buffers = [h for h in rec["hazards"] if h["kind"] == "python_internal"]
+        [queue_lock] = [h for h in rec["hazards"] if (h["owner"] or {}).get("name") == "queue-holder"]
+        assert queue_lock["reach"] == "logging", queue_lock
+        assert buffers and all(h["reach"] == "internal" for h in buffers), rec["hazards"]
+        assert reaches.index("logging") < reaches.index("internal"), reaches
+        from forkaudit import render
+        text = render.text(rec)
+        assert "ProcessPoolExecutor(mp_context=multiprocessing.get_context('forkserver'))" in text, text
+
+
+# --- grpcio ----------------------------------------------------------------------------------------
+
+GRPC = r'''
+import json
+from concurrent import futures
+import grpc
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+call = channel.unary_unary("/x.Y/Z")
+stop = threading.Event()
+def pound():
+    while not stop.is_set():
+        try:
+            call(b"x", timeout=0.5)
+        except grpc.RpcError:
+            pass
+for _ in range(2):
+    threading.Thread(target=pound, daemon=True).start()
+codes = []
+for _ in range(8):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+stop.set()
+print("@@" + json.dumps({"codes": codes}), flush=True)
+'''
+
+
+def test_grpc_server_locks_are_not_reported_as_likely(run_python):
+    """A gRPC server and client threads busy while the program forks: grpc's server state and
+    thread-pool locks are never used by the child; they are not reported as likely."""
+    need("grpc")
+    result = run_python(program(GRPC + CONTROL), timeout=60, env={"GRPC_VERBOSITY": "ERROR"})
+    assert result.returncode == 0, result
+    [codes] = [f["codes"] for f in facts(result) if "codes" in f]
+    assert codes == [0] * 8, result
+    for rec in result.children[:8]:
+        for h in rec["hazards"]:
+            assert h["reach"] not in LIKELY, h
+    check_control(result, "record")
+
+
+# --- numpy with OpenBLAS threads --------------------------------------------------------------------
+
+NUMPY = r'''
+import faulthandler, json
+import numpy as np
+faulthandler.dump_traceback_later(15, exit=True)   # a parent stuck in fork() (see the test)
+a = np.random.rand(500, 500)
+a @ a
+stop = threading.Event()
+def multiply():
+    while not stop.is_set():
+        a @ a
+t = threading.Thread(target=multiply, name="blas-caller", daemon=True)
+t.start()
+codes = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        (a @ a).sum()
+        os._exit(0)
+    codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+stop.set()
+print("@@" + json.dumps({"codes": codes}), flush=True)
+os._exit(0)
+'''
+
+
+@pytest.mark.c_level
+def test_numpy_openblas_busy_at_fork_child_verdict(run_python):
+    """A thread inside numpy's OpenBLAS at the fork: a child that inherits an OpenBLAS mutex
+    held gets it reported in OpenBLAS (c-library, known "openblas") with OpenBLAS's remedy, and
+    under abort is stopped with 86 by the watchdog instead of hanging in its own matrix
+    product; a child that inherits none is healthy. (A parent stuck in OpenBLAS's own fork handler,
+    blas_thread_shutdown_, is the stuck-fork watchdog's case: that run is an xfail here.)"""
+    need("numpy")
+    result = run_python(program(NUMPY, policy="abort"), timeout=60, env={"OPENBLAS_NUM_THREADS": "2"})
+    found = [f["codes"] for f in facts(result) if "codes" in f]
+    if not found and "Timeout" in result.stderr:
+        pytest.xfail("the parent was stuck inside fork() (OpenBLAS's prepare handler): the watchdog's case")
+    assert result.returncode == 0, result
+    [codes] = found
+    children = result.children
+    assert len(children) == len(codes) == 4, result
+    by_pid = {}
+    for rec in children:
+        blas = [h for h in rec["hazards"] if h.get("known") == "openblas"]
+        for h in blas:
+            assert h["reach"] == "c-library" and "openblas" in os.path.basename(h["library"]), h
+            assert h["owner"]["name"] == "blas-caller", h
+        by_pid[rec["pid"]] = bool(rec["hazards"])
+        if blas:
+            from forkaudit import render
+            assert "OPENBLAS_NUM_THREADS=1" in render.text(rec)
+    for code, flagged in zip(codes, by_pid.values()):
+        # abort stops a child only when it is stuck (the OpenBLAS mutex it inherited held);
+        # one that inherited nothing held lives
+        assert code in ((86, 0) if flagged else (0,)), (codes, children)
+
+
+# --- gunicorn --------------------------------------------------------------------------------------
+
+GUNICORN_APP = r'''
+import threading
+METRICS_LOCK = threading.Lock()
+_held = threading.Event()
+def _flusher():
+    with METRICS_LOCK:        # a preloaded app's background thread, holding its lock
+        _held.set()
+        threading.Event().wait()
+if HOLD:
+    threading.Thread(target=_flusher, name="metrics-flusher", daemon=True).start()
+    _held.wait(10)
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+'''
+
+
+def run_gunicorn(tmp_path, hold):
+    report = tmp_path / "report.jsonl"
+    (tmp_path / "tinyapp.py").write_text("HOLD = %r\n" % hold + GUNICORN_APP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORKAUDIT")}
+    env.update(FORKAUDIT="record", FORKAUDIT_JSON=str(report), PYTHONPATH=str(tmp_path))
+    sock = "unix:%s" % (tmp_path / "g.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--preload", "-w", "2", "-b", sock,
+                             "--graceful-timeout", "2", "tinyapp:app"], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while len([r for r in read_jsonl(str(report)) if r["side"] == "child"]) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "gunicorn's workers were not audited in 20 s"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    return [r for r in read_jsonl(str(report)) if r["side"] == "child"]
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_gunicorn_preload_workers(tmp_path, hold):
+    """gunicorn --preload: a preloaded app's thread holding a module lock at the fork is
+    reported in each worker, with gunicorn's post_fork server hook as the fix; without that
+    thread, the workers are clean."""
+    need("gunicorn")
+    workers = run_gunicorn(tmp_path, hold)
+    from forkaudit import render
+    for rec in workers:
+        mine = [h for h in rec["hazards"] if (h["object"] or {}).get("path") == "tinyapp.METRICS_LOCK"]
+        if not hold:
+            assert mine == [], rec["hazards"]
+            continue
+        [h] = mine
+        assert h["owner"]["name"] == "metrics-flusher" and h["reach"] == "global", h
+        text = render.text(rec)
+        assert "post_fork(server, worker)" in text and "setattr(tinyapp, 'METRICS_LOCK', threading.Lock())" in text, text
