@@ -241,10 +241,10 @@ _CO_GENERATOR = 0x20
 
 def _class_function(obj, name):
     """The plain function `name` of obj's class (from class dicts only), or None."""
-    for klass in type(obj).__mro__:
-        entry = klass.__dict__.get(name, _MISSING)
+    for klass in safeattr.mro(type(obj)):
+        entry = safeattr.class_dict(klass).get(name, _MISSING)
         if entry is not _MISSING:
-            return entry if isinstance(entry, types.FunctionType) else None
+            return entry if type(entry) is types.FunctionType else None
     return None
 
 
@@ -272,8 +272,8 @@ def generator_held(expr, f_locals, f_globals):
         func = _class_function(receiver, expr.func.attr) if receiver is not _MISSING else None
     else:
         func = evaluate(expr.func, f_locals, f_globals)
-    gen = getattr(func, "__wrapped__", None) if isinstance(func, types.FunctionType) else None
-    if not isinstance(gen, types.FunctionType) or not gen.__code__.co_flags & _CO_GENERATOR:
+    gen = safeattr.get(func, "__wrapped__") if type(func) is types.FunctionType else None
+    if type(gen) is not types.FunctionType or not gen.__code__.co_flags & _CO_GENERATOR:
         return _MISSING
     code = gen.__code__
     scope = {}

@@ -9,6 +9,7 @@ into sentences; reach.py uses the internals; a record carries only the key ("kno
 """
 import os
 import sys
+import types
 
 # key -> what a user needs: the library's name, and its own remedy (a fix line).
 LIBRARIES = {
@@ -132,9 +133,12 @@ def library_file(filename):
 
 def library_type(obj):
     """True when obj's class is defined in the standard library or an installed package."""
-    name = type.__dict__["__dict__"].__get__(type(obj)).get("__module__")  # no metaclass hooks
-    module = sys.modules.get(name) if isinstance(name, str) else None
-    filename = getattr(module, "__file__", None) if module is not None else None
-    if module is not None and filename is None:
+    from . import safeattr
+    name = safeattr.class_dict(type(obj)).get("__module__")  # no metaclass hooks
+    module = sys.modules.get(name) if type(name) is str else None
+    if module is None or not safeattr.is_a(module, types.ModuleType):
+        return False
+    filename = safeattr.module_dict(module).get("__file__")
+    if filename is None:
         return True  # a built-in module (_thread, _io, ...)
-    return bool(filename) and library_file(filename)
+    return type(filename) is str and library_file(filename)

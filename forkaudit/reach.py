@@ -32,7 +32,7 @@ import sys
 import threading
 import types
 
-from . import heldby, known, naming, stackcode
+from . import heldby, known, naming, safeattr, stackcode
 from .maps import Maps
 
 LEVELS = ("logging", "global", "local", "c-library", "c-heap", None, "internal", "unreachable")
@@ -53,7 +53,7 @@ def _root(path):
     for n in range(len(names), 0, -1):
         name = ".".join(names[:n])
         module = sys.modules.get(name)
-        if isinstance(module, types.ModuleType):
+        if safeattr.is_a(module, types.ModuleType):
             return module, path[len(name):]
     return None, path
 
@@ -118,14 +118,14 @@ def _ids_from(roots):
             continue
         seen.add(id(obj))
         visited += 1
-        if depth >= MAX_DEPTH or isinstance(obj, naming.PRIMITIVES):
+        if depth >= MAX_DEPTH or safeattr.is_a(obj, naming.PRIMITIVES):
             continue
         try:
             children = list(naming._children(obj))
         except Exception:  # noqa: BLE001 - an odd object: leave it
             continue
         for _step, child in children:
-            if not isinstance(child, naming._LEAVES) and id(child) not in seen:
+            if not safeattr.is_a(child, naming._LEAVES) and id(child) not in seen:
                 queue.append((child, depth + 1))
     return seen
 
@@ -135,8 +135,10 @@ def _loggers():
     if logging is None:
         return []
     out = [logging.root]
-    manager = getattr(logging.Logger, "manager", None)
-    out.extend(lg for lg in list(getattr(manager, "loggerDict", {}).values()) if isinstance(lg, logging.Logger))
+    manager = safeattr.get(logging.Logger, "manager")
+    loggers = safeattr.get(manager, "loggerDict", {}) if manager is not None else {}
+    if type(loggers) is dict:
+        out.extend(lg for lg in list(dict.values(loggers)) if safeattr.is_a(lg, logging.Logger))
     return out
 
 
@@ -148,7 +150,7 @@ def _own_frames_locals():
     while frame is not None:
         if not frame.f_globals.get("__name__", "").startswith("forkaudit"):
             try:
-                out.extend(v for v in dict(frame.f_locals).values() if not isinstance(v, naming._LEAVES))
+                out.extend(v for v in dict(frame.f_locals).values() if not safeattr.is_a(v, naming._LEAVES))
             except Exception:  # noqa: BLE001
                 pass
         frame = frame.f_back
@@ -198,13 +200,13 @@ def python_reach(hazard, reachable=None):
         if any(path == s or path.startswith((s + ".", s + "[")) for s in known.STD_STREAMS):
             return "global"
         return "internal"
-    me = threading.current_thread()
+    me = dict.get(threading._active, threading.get_ident())
     library_owner = _library_thread(hazard.get("held_at"))
     for step, before, after in _objects(path):
-        if isinstance(after, threading.Thread) and after is not me:
+        if safeattr.is_a(after, threading.Thread) and after is not me:
             return "internal"  # through a thread object (of a thread that is gone)
         if (library_owner and step.startswith("._") and not step.startswith(".__")
-                and not isinstance(before, (types.ModuleType, type)) and known.library_type(before)):
+                and not safeattr.is_a(before, (types.ModuleType, type)) and known.library_type(before)):
             # a library object's private state, and the owner was the library's own thread
             return "internal"
     return "global"
