@@ -107,18 +107,22 @@ def _pop_pending():
 
 
 def _after_in_parent():
-    if _wd is not None:
-        try:
-            _wd.disarm_parent(get_native_id())  # watchdog: the fork returned
-        except Exception as e:  # noqa: BLE001
-            _fail("the watchdog", e)
-    snap = _pop_pending()
-    if snap is None:
-        return
     try:
-        _flow.after_fork_parent(snap)
-    except Exception as e:  # noqa: BLE001
-        _fail("the parent-side notice", e)
+        if _wd is not None:
+            try:
+                _wd.disarm_parent(get_native_id())  # watchdog: the fork returned
+            except Exception as e:  # noqa: BLE001
+                _fail("the watchdog", e)
+        snap = _pop_pending()
+        if snap is None:
+            return
+        try:
+            _flow.after_fork_parent(snap)
+        except Exception as e:  # noqa: BLE001
+            _fail("the parent-side notice", e)
+    finally:
+        if _flow is not None:
+            _flow.settle_gc()   # like the before hook: no collection left pending (3.12)
 
 
 def _after_in_child_first():
