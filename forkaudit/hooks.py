@@ -198,13 +198,17 @@ _register_at_fork.__forkaudit_wrapper__ = True
 
 def _fork():
     settings = _settings
-    if settings is not None and settings.policy == "raise":
+    me = get_ident()
+    if settings is not None and settings.policy == "raise" and me not in _busy:
+        # (a signal handler that forks inside this check gets a fork without one: no recursion)
+        _busy.add(me)
         try:
             flow = _load_flow()
-        except Exception as e:  # noqa: BLE001
-            _fail("loading forkaudit", e)
-        else:
             flow.refuse_if_hazardous(settings)   # raises ForkHazardError
+        except ImportError as e:
+            _fail("loading forkaudit", e)
+        finally:
+            _busy.discard(me)
     return _real_fork()
 
 

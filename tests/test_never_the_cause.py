@@ -393,3 +393,18 @@ def test_forks_from_a_signal_handler_finish(fa_program, install):
     assert max(per_pid.values()) == 1
     assert set(per_pid) <= set(forked)
     assert all(r["forking_thread"]["name"] == "MainThread" for r in children)
+
+
+def test_forks_from_a_signal_handler_finish_under_raise(fa_program):
+    # Under 'raise' the os.fork wrapper's parent-side check (a snapshot) runs before the fork;
+    # a SIGALRM handler that forks inside it gets a fork without a check instead of nesting
+    # until RecursionError (found by the stress test). A 5 ms timer: the check takes longer
+    # than the period on every Python version.
+    program = SIGNAL_FORKS.replace("setitimer(signal.ITIMER_REAL, 0.02, 0.02)", "setitimer(signal.ITIMER_REAL, 0.005, 0.005)")
+    assert program != SIGNAL_FORKS
+    result = fa_program(program, policy="raise", timeout=90)
+    assert result.returncode == 0, result
+    assert result.stderr == "", result.stderr[-2000:]
+    facts = result.facts
+    assert len(facts["forked"]) >= 100 and facts["codes"] == [0] * len(facts["forked"])
+    assert 1 <= len(result.children) <= len(facts["forked"])
