@@ -107,7 +107,12 @@ def _pop_pending():
 
 
 def _after_in_parent():
+    me = get_ident()
+    nested = me in _busy
+    _busy.add(me)   # a signal handler forking in here gets an unaudited fork, never a recursion
     try:
+        if nested:
+            return  # the end of such an unaudited fork: the pending snapshot is the outer fork's
         if _wd is not None:
             try:
                 _wd.disarm_parent(get_native_id())  # watchdog: the fork returned
@@ -121,6 +126,8 @@ def _after_in_parent():
         except Exception as e:  # noqa: BLE001
             _fail("the parent-side notice", e)
     finally:
+        if not nested:
+            _busy.discard(me)
         if _flow is not None:
             _flow.settle_gc()   # like the before hook: no collection left pending (3.12)
 
