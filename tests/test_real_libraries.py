@@ -113,6 +113,7 @@ print("@@" + json.dumps({"codes": codes}), flush=True)
 def test_opentelemetry_batch_span_processor_children_are_healthy(run_python, policy):
     """BatchSpanProcessor re-creates its lock and thread in an after_in_child hook: its
     children are healthy, so none is flagged and, under abort, none is stopped."""
+    need("opentelemetry")
     need("opentelemetry.sdk")
     result = run_python(program("import json\n" + OTEL + CONTROL, policy), timeout=60)
     assert result.returncode == 0, result
