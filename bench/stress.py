@@ -85,14 +85,14 @@ def build_clib(directory, cc=None):
 
 # ---- the worker: the audited process --------------------------------------------------------
 
-def _nested_in_before_hook(frame):
-    """Whether this signal handler interrupted forkaudit's before-fork hook."""
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "_before" and code.co_filename.replace("\\", "/").endswith("forkaudit/hooks.py"):
-            return True
-        frame = frame.f_back
-    return False
+def _inside_forkaudit_hook():
+    """Whether this signal handler interrupted forkaudit while it was working for another fork
+    of this thread (its before-fork hook, its after-in-parent hook, or policy raise's check):
+    forkaudit then lets the handler's fork go unaudited instead of recursing. The hooks mark
+    such a thread in hooks._busy; this is the same fact they act on."""
+    hooks = sys.modules.get("forkaudit.hooks")
+    from _thread import get_ident
+    return hooks is not None and get_ident() in hooks._busy
 
 
 def worker(a):
@@ -219,7 +219,7 @@ def worker(a):
         signal_started[0] += 1
         if signal_started[0] >= a.signal_forks:
             signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        one_fork("signal", False, nested=_nested_in_before_hook(frame))
+        one_fork("signal", False, nested=_inside_forkaudit_hook())
 
     # wait until every hammer has gone round at least once: the load is on when the forks start
     deadline = time.monotonic() + 30
@@ -396,7 +396,7 @@ def analyse(policy, summary, records, bad_lines, grand, grand_refused, validator
         expected[pid] = (summary["main_pid"], native_id, nested)
     for g, c, code in grand:
         expected[g] = (c, c, False)      # the child's only thread is its main thread: native id = pid
-    wrong_thread = wrong_parent = missing = duplicated = signal_unaudited = 0
+    wrong_thread = wrong_parent = missing = duplicated = 0
     kind_of = {f[0]: (f[2], f[3], f[4]) for f in forks}
     kind_of.update({g[0]: ("grandchild", False, g[2]) for g in grand})
     examples = []
@@ -408,12 +408,6 @@ def analyse(policy, summary, records, bad_lines, grand, grand_refused, validator
             if not recs:
                 if nested:
                     nested_unaudited += 1
-                elif kind_of[pid][0] == "signal":
-                    # KNOWN, OPEN: now and then a fork from the signal handler that did not
-                    # interrupt forkaudit's before hook still has no record (seen 1 in ~500 on
-                    # 3.12, 2 in ~500 on 3.9; cause not found); counted, said, not failed on
-                    signal_unaudited += 1
-                    examples.append("no record: pid %d (signal fork, not nested; known open issue)" % pid)
                 else:
                     missing += 1
                     examples.append("no record: pid %d (%s fork, nested %s, exit status %s)" % ((pid,) + kind_of[pid]))
