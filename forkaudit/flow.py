@@ -10,7 +10,6 @@
 A fork about to exec (subprocess, multiprocessing's spawn/forkserver helpers) is
 not snapshotted, not armed and not reported.
 """
-import gc
 import os
 import sys
 import warnings
@@ -28,7 +27,6 @@ MP_LAUNCH = ("multiprocessing/popen_fork.py", "_launch")
 
 # 3.12+ run a garbage collection at the next eval-breaker check, in whichever thread reaches it
 # first, instead of right where the allocation crossed the threshold.
-GC_DEFERRED = sys.version_info >= (3, 12)
 
 _last_event = None
 _told_no_c_level = False
@@ -54,18 +52,6 @@ def prepare(settings):
     if not native.available and settings.scan != "off" and not _told_no_c_level and settings.policy != "record":
         _told_no_c_level = True
         sink.say("C-level lock detection is off (%s); Python-level locks are still audited" % native.reason)
-
-
-def settle_gc():
-    """Leave no garbage collection pending when a fork hook returns.
-
-    On 3.12 a collection that a hook's allocations make due is run later, at the next
-    eval-breaker check of whichever thread gets there first; on 3.12.1, one run that way
-    shortly after a fork (in a thread suspended mid-operation, such as a multiprocessing
-    queue feeder) corrupts memory ("deallocated BytesIO object has exported buffers", then
-    a segfault). A young-generation collection here, in the forking thread, runs it now."""
-    if GC_DEFERRED and gc.isenabled() and gc.get_count()[0]:
-        gc.collect(0)
 
 
 def _calls(frame, where):
@@ -197,8 +183,6 @@ def refuse_if_hazardous(settings):
     except Exception as e:  # noqa: BLE001 - an internal error never stops a fork
         _fail_once("the parent-side check", e)
         return
-    finally:
-        settle_gc()
     if hazards:
         ev = event_mod.build_parent(snap, hazards, reinit)
         _last_event = ev

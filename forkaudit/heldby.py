@@ -32,7 +32,7 @@ class Regions:
 
     def __init__(self):
         self.withs = []      # (with_line, body_first, body_last, expr)
-        self.acquires = []   # (line, expr)
+        self.acquires = []   # (line, expr, ast.dump(expr))
         self.releases = []   # (line, dump of expr)
 
 
@@ -105,7 +105,7 @@ def regions(code):
                     result.withs.append((node.lineno, node.body[0].lineno, end, item.context_expr))
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 if node.func.attr == "acquire":
-                    result.acquires.append((node.lineno, node.func.value))
+                    result.acquires.append((node.lineno, node.func.value, ast.dump(node.func.value)))
                 elif node.func.attr == "release":
                     result.releases.append((node.lineno, ast.dump(node.func.value)))
     _regions[code] = result
@@ -130,9 +130,9 @@ def held_expressions(code, line, inner=None):
         elif line == with_line:
             name = inner.co_name if inner is not None else None
             out.append((expr, "exiting" if name == "__exit__" else "acquiring"))
-    for acq_line, expr in r.acquires:
+    for acq_line, expr, dump in r.acquires:
+        # (dumped once, with the regions: ast.dump leaves a reference cycle behind each call)
         if acq_line < line:
-            dump = ast.dump(expr)
             if not any(d == dump and acq_line < rel_line <= line for rel_line, d in r.releases):
                 out.append((expr, "acquire"))
         elif acq_line == line:

@@ -89,8 +89,6 @@ def _before():
         _fail("the before-fork snapshot", e)
     finally:
         _busy.discard(me)
-        if _flow is not None:
-            _flow.settle_gc()
         if _wd is not None:
             _wd.late_before()  # watchdog: the Python before-fork hooks are done
 
@@ -128,8 +126,6 @@ def _after_in_parent():
     finally:
         if not nested:
             _busy.discard(me)
-        if _flow is not None:
-            _flow.settle_gc()   # like the before hook: no collection left pending (3.12)
 
 
 def _after_in_child_first():

@@ -68,6 +68,19 @@ def capture():
     """(forking ThreadInfo, [other ThreadInfo]) for the current moment."""
     me = threading.get_ident()
     frames = sys._current_frames()
+    try:
+        return _capture(me, frames)
+    finally:
+        # frames[me] is this very frame: kept in one of its own locals it would make a
+        # reference cycle, and every other thread's frames (and everything their locals
+        # hold, such as a multiprocessing feeder's memoryview of a BytesIO) would end up in
+        # the garbage collector's hands instead of being freed when their function returns.
+        # CPython 3.12.1 crashes collecting such a memoryview (gh-111049): break it now.
+        frames.clear()
+        del frames
+
+
+def _capture(me, frames):
     known = python_threads()
     forking, others = None, []
     for ident in set(frames) | set(known):

@@ -8,6 +8,7 @@ each test compares with the same program run without forkaudit, or keeps a posit
 beside the negative check.
 """
 import collections
+import json
 import os
 import re
 import sys
@@ -81,15 +82,75 @@ def test_forking_beside_a_busy_multiprocessing_queue_does_not_crash(run_python, 
             report.unlink()
         result = run_python(QUEUE_TRAFFIC, args=(mode,), env=dict(
             quiet, FORKAUDIT="1", FORKAUDIT_SCAN="off", FORKAUDIT_JSON=str(report)))
-        if (sys.version_info[:3] == (3, 12, 1) and result.returncode != 0
-                and "deallocated BytesIO object has exported buffers" in result.stderr):
-            # KNOWN, NOT FULLY FIXED: with multiprocessing.Process children the 3.12.1 crash still
-            # comes about 1 run in 3; the os.fork variant is rare now (0 in 8 here); see the note
-            pytest.xfail("3.12.1: the multiprocessing feeder crash, not fully fixed yet")
         assert result.returncode == 0, (attempt, result)
         assert result.stdout == "20 forks done\n", (attempt, result)
         # forkaudit was at work: every child (os.fork or multiprocessing.Process) has its record
         assert len(child_records(result.records)) == 20, (attempt, result)
+
+
+# The root cause: the snapshot kept sys._current_frames() (which holds the snapshot's own frame)
+# in a local of that frame, a reference cycle; every other thread's frames went into the garbage
+# collector's hands with it, and with them whatever their locals held (the feeder's memoryview of
+# a BytesIO, which CPython 3.12.1's collector crashes on: gh-111049). A program's objects must be
+# freed when their function returns, as without forkaudit, never left to the collector.
+
+FREED_ON_RETURN = r"""
+import gc, json, os, sys, threading, weakref
+gc.disable()                        # only reference counting frees anything in this program
+MODE = sys.argv[1]
+lock = threading.Lock()
+inside, release = threading.Event(), threading.Event()
+refs = []
+
+class Payload:
+    pass
+
+def work():
+    payload = Payload()             # a local only this frame holds
+    refs.append(weakref.ref(payload))
+    with lock:                      # a held lock: the snapshot reads this frame
+        inside.set()
+        release.wait()
+
+def keep_frames_in_a_cycle():       # the control: what the snapshot used to do
+    frames = sys._current_frames()  # holds this very frame: a cycle through its locals
+    return len(frames)
+
+t = threading.Thread(target=work, name="worker")
+t.start()
+inside.wait()
+if MODE == "control":
+    keep_frames_in_a_cycle()
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+release.set()
+t.join()
+freed = refs[0]() is None           # work() has returned: its Payload is gone
+gc.set_debug(gc.DEBUG_SAVEALL)
+gc.collect()
+frames = sorted(o.f_code.co_name for o in gc.garbage if type(o).__name__ == "frame")
+print(json.dumps({"freed": freed, "frames_in_garbage": frames}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["plain", "control"])
+def test_a_threads_locals_are_freed_when_its_function_returns(run_python, tmp_path, mode):
+    audited = {"FORKAUDIT": "record", "FORKAUDIT_SCAN": "off", "FORKAUDIT_JSON": str(tmp_path / "report.jsonl")}
+    for env in (NO_FORKAUDIT, audited):
+        result = run_python(FREED_ON_RETURN, env=env, args=(mode,))
+        assert result.returncode == 0, result
+        out = json.loads(result.stdout)
+        if env is NO_FORKAUDIT:
+            assert result.records == []
+        else:
+            assert len(child_records(result.records)) == 1, result   # forkaudit was at work
+        if mode == "plain":
+            assert out == {"freed": True, "frames_in_garbage": []}, (env, out)
+        else:
+            # positive control: a frame kept in a cycle does keep the worker's locals alive
+            assert out["freed"] is False and "work" in out["frames_in_garbage"], (env, out)
 
 
 # --- defect 2: the warnings machinery is left exactly as the program set it ---------------------

@@ -317,11 +317,6 @@ def test_multiprocessing_queue_children_are_judged_after_its_resets(run_python, 
     queue's locks in the child (its after-fork registry); forkaudit judges after that, so no
     child is flagged and, under abort, every healthy child lives."""
     result = run_python(program(MP_QUEUE, policy), timeout=90)
-    if (result.returncode == -11 and sys.version_info[:3] == (3, 12, 1)
-            and "deallocated BytesIO object has exported buffers" in result.stderr):
-        # seen with and without this branch's changes (about 1 run in 6 with forkaudit, none in
-        # 6 without): the 3.12.1 feeder-thread crash that flow.settle_gc works around; reported
-        pytest.xfail("CPython 3.12.1: the parent crashed in a multiprocessing feeder thread after a fork")
     assert result.returncode == 0, result
     [codes] = [f["codes"] for f in facts(result) if "codes" in f]
     assert codes == [0] * 20, result
