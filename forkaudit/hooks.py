@@ -170,6 +170,10 @@ def _make_head(generation):
             return  # a newer head runs earlier
         try:
             _load_flow()
+        except Exception as e:  # noqa: BLE001 - out of memory or fds, say: fail open
+            _fail("loading forkaudit", e)
+            return
+        try:
             _wd.arm_parent(settings, get_native_id(), sys._getframe(1))
         except Exception as e:  # noqa: BLE001
             _fail("the watchdog", e)

@@ -473,6 +473,47 @@ def test_no_file_descriptor_left_for_the_report_is_one_line(tmp_path):
     assert len(records(path)) >= 1  # the fork after the fds were given back is audited
 
 
+AS_LIMIT = r'''
+import os, resource, sys
+extra = MEGABYTES << 20
+vm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:")][0]
+resource.setrlimit(resource.RLIMIT_AS, (vm + extra, resource.RLIM_INFINITY))
+for i in range(3):
+    try:
+        pid = os.fork()
+    except (OSError, MemoryError) as e:
+        print("fork", i, "failed", type(e).__name__, flush=True)
+        continue
+    if pid == 0:
+        os._exit(7)
+    _, status = os.waitpid(pid, 0)
+    print("child", i, os.waitstatus_to_exitcode(status), flush=True)
+resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+os.waitpid(pid, 0)
+print("done", flush=True)
+sys.exit(3)
+'''
+
+
+@pytest.mark.parametrize("megabytes", [1, 4, 64])
+def test_address_space_at_its_limit_is_at_most_one_line(tmp_path, megabytes):
+    # RLIMIT_AS a few MB above what the program maps: forkaudit (imported at the first fork)
+    # cannot map its modules or allocate its snapshot; the program runs as without it
+    path = tmp_path / "r.jsonl"
+    code = AS_LIMIT.replace("MEGABYTES", str(megabytes))
+    result = run(code, {"FORKAUDIT": "record", "FORKAUDIT_JSON": str(path)})
+    same_as_without(result, code, lines=len(result.ours))
+    assert len(result.ours) <= 1, result
+    if result.ours:
+        assert "Error" in result.ours[0], result   # MemoryError, or a module that could not be mapped
+    if megabytes == 64:
+        assert result.ours == [] and len(records(path)) == 4, result    # the control: room enough
+    assert len(records(path)) >= 1, result    # the fork after the limit was lifted is audited
+
+
 # -- the command line --------------------------------------------------------------------------
 
 def forkaudit_cli(*args, env=None, timeout=TIMEOUT):
