@@ -1313,6 +1313,12 @@ static int is_libc(const char *path) {
            strncmp(b, "ld-linux", 8) == 0;
 }
 
+/* CPython itself (its shared library or a static python executable) */
+static int is_python(const char *path) {
+    const char *b = base_name(path);
+    return strncmp(b, "libpython", 9) == 0 || strncmp(b, "python", 6) == 0;
+}
+
 static void look_frames(int32_t pid, struct wd_look *lk) {
     char path[64];
     int fd, i;
@@ -1549,7 +1555,7 @@ static void report_frames(const struct wd_look *lk, int *lib_out) {
     char name[128];
     for (i = 0; i < lk->nframes; i++) {
         int k = map_of(lk->frames[i]);
-        if (k >= 0 && lib < 0 && !is_libc(wd_maps[k].path))
+        if (k >= 0 && lib < 0 && !is_libc(wd_maps[k].path) && !is_python(wd_maps[k].path))
             lib = k;
     }
     *lib_out = lib;
@@ -1558,7 +1564,10 @@ static void report_frames(const struct wd_look *lk, int *lib_out) {
         out_str(base_name(wd_maps[lib].path));
         out_str(" (");
         out_str(wd_maps[lib].path);
-        out_str("), the first code on its stack outside libc\n");
+        out_str("), the first code on its stack outside libc and CPython\n");
+    } else if (lk->nframes > 1) {
+        out_str("  in: CPython and libc only (a Python-level wait: the child's Python stack is not readable "
+                "from outside)\n");
     }
     if (lk->nframes)
         out_str("  its stack (innermost first; return addresses found on it, named in this process's maps):\n");
@@ -1682,7 +1691,7 @@ static void watch_report(struct wd_slot *s, int stage, const struct wd_look *lk,
         lib = -1;
         for (i = 0; i < lk->nframes && lib < 0; i++) {
             int k = map_of(lk->frames[i]);
-            if (k >= 0 && !is_libc(wd_maps[k].path))
+            if (k >= 0 && !is_libc(wd_maps[k].path) && !is_python(wd_maps[k].path))
                 lib = k;
         }
     }
