@@ -184,6 +184,9 @@ typedef struct {
     volatile int32_t parent_owner; /* then: the TID owning the glibc mutex waited on, or 0 */
     volatile uint64_t parent_addr; /* then: the futex word waited on, or 0 */
     volatile int32_t threads;      /* threads of the process at the last watched fork (C prepare) */
+    volatile int32_t watch_reports; /* children the parent-side watch reported (stuck before or in
+                                       their at-fork hooks) */
+    volatile int32_t watch_aborts;  /* of those, stopped under 'abort' */
 } fa_wd_marks;
 extern fa_wd_marks fa_wd;
 /* Take a real-time signal whose disposition is SIG_DFL (from SIGRTMAX-1 down) for the
@@ -206,6 +209,19 @@ int fa_wd_child_locks(const uint64_t *addrs, const int32_t *lens, int n, const c
  * child stuck in its at-fork hooks, call them where that is safe. */
 void fa_wd_set_python(uint64_t ensure, uint64_t release, uint64_t call, uint64_t decref, uint64_t clear,
                       uint64_t callable, uint64_t child_callable);
+/* Parent-side watch of each watched fork's child until it is through its at-fork handlers
+ * (C pthread_atfork child handlers, CPython's after-fork code, the Python after-in-child
+ * hooks): a page shared with the children and a process-directed timer, both this process's;
+ * set up (again after a fork) from Python. 0 when ready. */
+#define FA_WD_STAGE_C 1        /* forkaudit's own C child handler has run */
+#define FA_WD_STAGE_PY 2       /* forkaudit's first Python after-in-child hook has run */
+#define FA_WD_STAGE_DONE 3     /* the at-fork hooks are done (forkaudit's tail hook) */
+#define FA_WD_STAGE_REPORTED 4 /* the child's own watchdog reported it */
+int fa_wd_watch_setup(int32_t tenths, int policy);
+/* Child: how far it got (FA_WD_STAGE_*), written into its parent's page. */
+void fa_wd_child_stage(int stage);
+/* The JSON-lines report file the handlers append a watchdog record to ("" or NULL: none). */
+void fa_wd_set_json(const char *path);
 /* The running thread's kernel id. */
 int32_t fa_gettid(void);
 

@@ -134,6 +134,11 @@ def _after_in_child_first():
     for ident in [i for i in _pending if i != me]:
         del _pending[ident]
     _busy.clear()
+    if _wd is not None:
+        try:
+            _wd.child_stage(_wd.STAGE_PY)  # the parent's watch: this child reached Python
+        except Exception as e:  # noqa: BLE001
+            _fail("the watchdog", e)
     if _wd is not None and _settings is not None:
         try:
             _wd.arm_child(_settings)  # watchdog: the child's at-fork hooks run from here
@@ -147,12 +152,19 @@ def _make_tail(generation):
             return  # a newer tail runs later
         snap = _pop_pending()
         _pending.clear()
-        if snap is None:
-            return
         try:
-            _flow.after_fork_child(snap)   # under 'abort' this may end the child
-        except Exception as e:  # noqa: BLE001
-            _fail("the child-side audit", e)
+            if snap is None:
+                return
+            try:
+                _flow.after_fork_child(snap)   # under 'abort' this may end the child
+            except Exception as e:  # noqa: BLE001
+                _fail("the child-side audit", e)
+        finally:
+            if _wd is not None:
+                try:
+                    _wd.child_stage(_wd.STAGE_DONE)  # the parent's watch: the at-fork hooks are done
+                except Exception as e:  # noqa: BLE001
+                    _fail("the watchdog", e)
     return forkaudit_audit_child
 
 

@@ -51,13 +51,15 @@ def setup(settings):
     _signo = lib.fa_wd_setup()
     if _signo > 0:
         _set_python()
+        path = settings.json_path
+        lib.fa_wd_set_json(os.fsencode(path) if path else native.ffi.NULL)
     return _signo > 0
 
 
 # The parent's arming and disarming go through ctypes prototypes that keep the GIL (cffi lets it
 # go around every call): a before-fork hook that let other threads run would change what the
 # fork sees (a thread granted a lock in the kernel could finish with it first).
-_arm_parent = _disarm_parent = None
+_arm_parent = _disarm_parent = _watch_setup = None
 
 
 def _gil_keeping(name, restype, *argtypes):
@@ -106,11 +108,15 @@ def arm_parent(settings, tid, caller):
     global _fork_caller
     if not available() or not settings.watchdog:
         return False
-    global _arm_parent, _disarm_parent
+    global _arm_parent, _disarm_parent, _watch_setup
     if _arm_parent is None:
         import ctypes
         _arm_parent = _gil_keeping("fa_wd_arm_parent", ctypes.c_int, ctypes.c_int32, ctypes.c_int32)
         _disarm_parent = _gil_keeping("fa_wd_disarm_parent", None, ctypes.c_int32)
+        _watch_setup = _gil_keeping("fa_wd_watch_setup", ctypes.c_int, ctypes.c_int32, ctypes.c_int)
+    # the child of this fork is watched from here until it is through its at-fork handlers
+    # (a page shared with it and a timer of this process's, made once per process)
+    _watch_setup(tenths(settings), _policy(settings))
     if _arm_parent(tid, tenths(settings)) != 0:
         return False
     _fork_caller = caller
@@ -131,6 +137,15 @@ def disarm_parent(tid):
 
 
 # ---- child -------------------------------------------------------------------------------
+
+def child_stage(stage):
+    """Tell the parent's watch how far this child got (STAGE_PY: forkaudit's first Python
+    after-in-child hook; STAGE_DONE: its tail hook, after every other)."""
+    if native.lib is not None:
+        native.lib.fa_wd_child_stage(stage)
+
+
+STAGE_PY, STAGE_DONE = 2, 3
 
 def arm_child(settings):
     """First after-in-child hook: watch the child's at-fork hooks (_fork_caller, from the

@@ -59,7 +59,8 @@ class Result:
 
     @property
     def children(self):
-        return [r for r in self.records if r.get("side") == "child"]
+        """The children's fork records (not the watchdog's records, "event": "watchdog")."""
+        return [r for r in self.records if r.get("side") == "child" and r.get("event") == "fork"]
 
     def __repr__(self):
         return "<Result rc=%s records=%d stderr=%r>" % (self.returncode, len(self.records), self.stderr[-2000:])

@@ -528,7 +528,7 @@ def run_gunicorn(tmp_path, hold):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20
-        while len([r for r in read_jsonl(str(report)) if r["side"] == "child"]) < 2:
+        while len([r for r in read_jsonl(str(report)) if r["side"] == "child" and r["event"] == "fork"]) < 2:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "gunicorn's workers were not audited in 20 s"
             time.sleep(0.05)
@@ -539,7 +539,7 @@ def run_gunicorn(tmp_path, hold):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-    return [r for r in read_jsonl(str(report)) if r["side"] == "child"]
+    return [r for r in read_jsonl(str(report)) if r["side"] == "child" and r["event"] == "fork"]
 
 
 @pytest.mark.parametrize("hold", [True, False])
@@ -559,3 +559,71 @@ def test_gunicorn_preload_workers(tmp_path, hold):
         assert h["owner"]["name"] == "metrics-flusher" and h["reach"] == "global", h
         text = render.text(rec)
         assert "post_fork(server, worker)" in text and "setattr(tinyapp, 'METRICS_LOCK', threading.Lock())" in text, text
+
+
+# --- grpcio with its fork support on: children hang in grpc's own after-fork hook -------------------
+
+GRPC_FORK = r'''
+import json
+from concurrent import futures
+import grpc
+from forkaudit import watchdog
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+call = channel.unary_unary("/x.Y/Z")
+stop = threading.Event()
+def pound():
+    while not stop.is_set():
+        try:
+            call(b"x", timeout=0.5)
+        except grpc.RpcError:
+            pass
+threads = [threading.Thread(target=pound, daemon=True) for _ in range(2)]
+for t in threads:
+    t.start()
+codes = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            codes.append(os.waitstatus_to_exitcode(status))
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9); os.waitpid(pid, 0)
+        codes.append("hung")
+stop.set()
+print("@@" + json.dumps({"codes": codes, "reports": watchdog._marks.watch_reports}), flush=True)
+os._exit(0)
+'''
+
+
+@pytest.mark.parametrize("fork_support", ["1", "0"])
+def test_grpc_fork_support_hang_is_reported_and_stopped_under_abort(run_python, fork_support):
+    """GRPC_ENABLE_FORK_SUPPORT=1 with busy channels: the child hangs in grpc's own after-fork
+    hook, on grpc's own state (no lock inherited held that the child's watchdog could name).
+    The parent's watch reports it and, under abort, stops it with 86. Without fork support
+    (the control) the children exit at once and nothing is said."""
+    need("grpc")
+    result = run_python(program(GRPC_FORK, "abort"), timeout=90,
+                        env={"GRPC_VERBOSITY": "ERROR", "GRPC_ENABLE_FORK_SUPPORT": fork_support})
+    assert result.returncode == 0, result
+    [f] = [f for f in facts(result) if "codes" in f]
+    err = result.stderr
+    records = [r for r in result.records if r["event"] == "watchdog"]
+    if fork_support == "1":
+        assert f["codes"] == [86, 86] and f["reports"] == 2, result
+        assert err.count("has not finished its at-fork handlers") == 2, err
+        assert "inside the child's Python at-fork hooks" in err
+        assert err.count("exits with status 86: it is stuck in its at-fork handlers") == 2, err
+        assert [r["action"] for r in records] == ["reported", "aborted"] * 2, records
+        assert records[0]["where"] == "python-hooks" and records[0]["waiting_on"] is not None
+    else:
+        assert f["codes"] == [0, 0] and f["reports"] == 0, result
+        assert "forkaudit watchdog" not in err and records == []

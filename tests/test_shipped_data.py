@@ -23,6 +23,13 @@ LOCK_ADDED = ("reach", "owner_code", "known")
 # And the policy 'abort-now' (a child with a predicted hazard exits 86 at the fork: what
 # 'abort' did before the stuck-fork watchdog made 'abort' act on a child actually stuck).
 ABORT_NOW = "abort-now"
+# And a second record kind: {"event": "watchdog", ...}, the stuck-fork watchdog's report
+# (the fork record is the schema's "else", the watchdog record its "then", $defs/watchdog).
+
+
+def fork_part(schema):
+    """The fork record's schema: the copy's "else", or the whole of an older schema."""
+    return schema["else"] if "else" in schema else schema
 
 
 def load(path):
@@ -31,7 +38,7 @@ def load(path):
 
 
 def test_schema_copy_is_a_valid_schema_with_c_level():
-    schema = load(SCHEMA)
+    schema = fork_part(load(SCHEMA))
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["properties"]["c_level"] == C_LEVEL
     assert "c_level" not in schema["required"]      # optional: older records have none
@@ -40,7 +47,7 @@ def test_schema_copy_is_a_valid_schema_with_c_level():
         assert v.is_valid(good), good
     for bad in ("", "unavailable", "yes", "unavailable: "):
         assert not v.is_valid(bad), bad
-    lock = schema["$defs"]["lock"]
+    lock = load(SCHEMA)["$defs"]["lock"]
     assert not set(LOCK_ADDED) & set(lock["required"])  # optional: older records have none
     reach = jsonschema.Draft202012Validator(lock["properties"]["reach"])
     for good in ("logging", "global", "local", "internal", "c-library", "c-heap", "unreachable", None):
@@ -59,6 +66,13 @@ def test_schema_copy_matches_shared():
             assert a.read() == b.read(), "tests/data/report.schema.json differs from %s" % SHARED_SCHEMA
     else:
         without = copy.deepcopy(ours)
+        if "watchdog" not in shared["$defs"]:  # the watchdog record kind is this copy's addition
+            fork = without.pop("else")
+            for name in ("if", "then"):
+                del without[name]
+            del without["$defs"]["watchdog"]
+            without.update(fork)
+            without["title"] = shared["title"]
         del without["properties"]["c_level"]
         for name in LOCK_ADDED:
             if name not in shared["$defs"]["lock"]["properties"]:
@@ -76,3 +90,18 @@ def test_example_copy_matches_shared():
     if os.path.exists(SHARED_EXAMPLE):
         with open(SHARED_EXAMPLE, "rb") as f:
             assert ours == f.read(), "tests/data/pool_logging_deadlock.py differs from %s" % SHARED_EXAMPLE
+
+
+def test_watchdog_records_validate_and_fork_records_still_must_be_whole():
+    v = jsonschema.Draft202012Validator(load(SCHEMA))
+    record = {"forkaudit": 1, "event": "watchdog", "kind": "child-hooks", "time": "2026-01-01T00:00:00.000000Z",
+              "pid": 12, "parent_pid": 11, "policy": "abort", "after_seconds": 1.5, "side": "child",
+              "where": "before-python-hooks", "c_handler_ran": True, "forking_tid": 11,
+              "waiting_on": {"futex": "0x7f00", "kind": "glibc_mutex", "owner_tid": 13, "owner_alive": False},
+              "syscall": 202, "threads": 1, "library": "/x/libstuck.so",
+              "stack": [{"address": "0x7f01", "object": "/x/libstuck.so", "symbol": "handler"}], "action": "reported"}
+    assert not list(v.iter_errors(record))
+    for bad in ({"action": "maybe"}, {"kind": "other"}, {"waiting_on": {"futex": 5, "kind": "futex"}}, {"pid": 0}):
+        assert list(v.iter_errors(dict(record, **bad))), bad
+    assert list(v.iter_errors({"forkaudit": 1, "event": "fork"}))          # a fork record stays checked whole
+    assert list(v.iter_errors({"forkaudit": 1, "event": "watchdog"}))      # and so does a watchdog record

@@ -211,6 +211,102 @@ emit(healthy=healthy, stuck=stuck)
             assert "waiting on: the glibc mutex at 0x" in err and "which does not exist in the child" in err
 
 
+ATFORK_LIB = r"""
+    #include <pthread.h>
+    #include <unistd.h>
+    pthread_mutex_t atfork_mutex = PTHREAD_MUTEX_INITIALIZER;
+    static int fds[2];
+    static int block_in_child;
+    static void *run(void *a) {
+        (void)a;
+        pthread_mutex_lock(&atfork_mutex);
+        if (write(fds[1], "x", 1) != 1) return 0;
+        for (;;)
+            pause();                    /* holds atfork_mutex for good */
+        return 0;
+    }
+    /* a C library's pthread_atfork child handler: it takes a mutex another thread held at the fork */
+    void stuck_child_handler(void) {
+        if (block_in_child) {
+            pthread_mutex_lock(&atfork_mutex);
+            pthread_mutex_unlock(&atfork_mutex);
+        }
+    }
+    void install_handler(int block) {
+        block_in_child = block;
+        pthread_atfork(0, 0, stuck_child_handler);
+    }
+    void hold_in_thread(void) {
+        pthread_t t; char c;
+        if (pipe(fds) != 0) return;
+        pthread_create(&t, 0, run, 0);
+        if (read(fds[0], &c, 1) != 1) return;
+    }
+"""
+
+ATFORK_PROGRAM = """
+import ctypes, json
+open(REPORT, "w").close()            # (the test runs this program twice)
+from forkaudit import watchdog
+lib = ctypes.CDLL(%(lib)r)
+if %(first)r:
+    lib.install_handler(%(block)d)     # registered before forkaudit's own C handler
+forkaudit.install(policy=%(policy)r, json_path=REPORT, watchdog=1)
+if not %(first)r:
+    lib.install_handler(%(block)d)
+lib.hold_in_thread()
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+if %(policy)r == "warn" and %(block)d:
+    wait_for(lambda: watchdog._marks.watch_reports, "the watch's report", timeout=30)
+    os.kill(pid, 9)
+emit(code=wait_child(pid), reports=watchdog._marks.watch_reports, aborts=watchdog._marks.watch_aborts)
+"""
+
+
+@pytest.mark.c_level
+@pytest.mark.parametrize("first", [False, True])
+def test_child_stuck_in_a_c_atfork_child_handler_is_reported_from_the_parent(fa_program, build_c, first):
+    lib = build_c("atforkstuck", ATFORK_LIB)
+    result = fa_program(ATFORK_PROGRAM % dict(lib=lib, first=first, policy="warn", block=1), install=False)
+    assert result.returncode == 0, result
+    f = result.facts
+    assert f["code"] == -9 and f["reports"] == 1 and f["aborts"] == 0, result
+    err = result.stderr
+    assert err.count("forkaudit watchdog: child") == 1, err
+    assert "has not finished its at-fork handlers after 1 s" in err
+    assert "before its Python after-fork hooks: in a C library's pthread_atfork child handler" in err
+    assert ("forkaudit's own C child handler had not run" if first else "forkaudit's own C child handler had run") in err
+    assert "waiting on: the glibc mutex at 0x" in err and "which does not exist in the child" in err
+    assert "in: libatforkstuck.so" in err and "libatforkstuck.so stuck_child_handler+0x" in err
+    [rec] = [r for r in result.records if r["event"] == "watchdog"]
+    assert rec["kind"] == "child-hooks" and rec["where"] == "before-python-hooks"
+    assert rec["c_handler_ran"] is (not first)
+    assert rec["waiting_on"]["kind"] == "glibc_mutex" and rec["waiting_on"]["owner_alive"] is False
+    assert rec["library"].endswith("libatforkstuck.so")
+    assert "stuck_child_handler" in [fr["symbol"] for fr in rec["stack"]]
+
+
+@pytest.mark.c_level
+def test_abort_stops_a_child_stuck_in_a_c_atfork_child_handler_and_spares_a_healthy_one(fa_program, build_c):
+    lib = build_c("atforkstuck", ATFORK_LIB)
+    for block in (1, 0):   # 0: the handler does not block (the mutex is still held at the fork)
+        result = fa_program(ATFORK_PROGRAM % dict(lib=lib, first=False, policy="abort", block=block), install=False)
+        assert result.returncode == 0, result
+        f = result.facts
+        err = result.stderr
+        if block:
+            assert f == {"code": 86, "reports": 1, "aborts": 1}, result
+            assert "has not finished its at-fork handlers" in err
+            assert err.rstrip().endswith("exits with status 86: it is stuck in its at-fork handlers"), err
+            assert [r["action"] for r in result.records if r["event"] == "watchdog"] == ["reported", "aborted"]
+        else:
+            assert f == {"code": 7, "reports": 0, "aborts": 0}, result
+            assert "forkaudit watchdog" not in err and "status 86" not in err
+            assert [r for r in result.records if r["event"] == "watchdog"] == []
+
+
 def test_the_watchdog_adds_no_thread_and_takes_only_a_free_signal(fa_program):
     result = fa_program('''
 import signal, warnings
