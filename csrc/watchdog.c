@@ -897,24 +897,43 @@ static int slot_done(const struct wd_slot *s) {
     return (m >> 4) == s->gen && (m & 15) >= FA_WD_STAGE_DONE;
 }
 
-static void schedule(void) {
-    struct itimerspec its;
+/* The earliest look due among the children not yet through their at-fork handlers (0: none).
+ * A child already through them frees its slot here: a burst of forks leaves one timer for its
+ * newest children, and none once every child is through (no signal for a program not stuck). */
+static int64_t next_due(void) {
     int64_t next = 0;
     int i;
-    if (wd_slots == NULL || wd_wtimer < 0 || wd_slots_pid != (int32_t)getpid())
-        return;
     for (i = 0; i < WD_SLOTS; i++) {
         struct wd_slot *s = &wd_slots[i];
+        int32_t want = SLOT_WATCHED;
         int64_t due;
         if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != SLOT_WATCHED)
             continue;
+        if (slot_done(s)) {
+            __atomic_compare_exchange_n(&s->state, &want, SLOT_FREE, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+            continue;
+        }
         due = s->forked_ns + (int64_t)(s->looks + 1) * s->tenths * 100000000;
         if (next == 0 || due < next)
             next = due;
     }
-    if (next == 0)
+    return next;
+}
+
+static void schedule(void) {
+    struct itimerspec its;
+    int64_t next;
+    if (wd_slots == NULL || wd_wtimer < 0 || wd_slots_pid != (int32_t)getpid())
         return;
     memset(&its, 0, sizeof its);
+    next = next_due();
+    if (next == 0) {
+        syscall(SYS_timer_settime, wd_wtimer, 0, &its, NULL);  /* nothing to watch: disarm */
+        /* a fork in another thread may have set its slot WATCHED meanwhile: look once more */
+        next = next_due();
+        if (next == 0)
+            return;
+    }
     its.it_value.tv_sec = next / 1000000000;
     its.it_value.tv_nsec = next % 1000000000;
     syscall(SYS_timer_settime, wd_wtimer, 1 /* TIMER_ABSTIME */, &its, NULL);
