@@ -21,8 +21,11 @@ def platform_tag():
 _PLATFORM = platform_tag()
 
 
-def now_iso():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def now_iso(seconds=None):
+    """An ISO 8601 UTC time (now, or `seconds` since the epoch, as time.time() gives)."""
+    moment = (datetime.datetime.now(datetime.timezone.utc) if seconds is None
+              else datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc))
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def scan_report(stats):
@@ -73,7 +76,7 @@ def build_child(snap):
         "forkaudit": FORMAT_VERSION,
         "event": "fork",
         "side": "child",
-        "time": snap.time,
+        "time": now_iso(snap.time),
         "pid": os.getpid(),
         "parent_pid": snap.parent_pid,
         "python": platform.python_version(),
@@ -91,7 +94,7 @@ def build_child(snap):
 def build_parent(snap, hazards, reinit):
     """The parent's view (policy 'raise'): Python-level locks only, before the fork."""
     return {
-        "forkaudit": FORMAT_VERSION, "event": "fork", "side": "parent", "time": snap.time,
+        "forkaudit": FORMAT_VERSION, "event": "fork", "side": "parent", "time": now_iso(snap.time),
         "pid": snap.parent_pid, "parent_pid": os.getppid(), "python": platform.python_version(),
         "platform": _PLATFORM, "policy": snap.settings.policy, "scan": None,
         "c_level": native.c_level(snap.settings.scan, False),

@@ -12,6 +12,7 @@ not snapshotted, not armed and not reported.
 """
 import os
 import sys
+import time
 import warnings
 
 from . import event as event_mod
@@ -81,7 +82,7 @@ def take_snapshot(settings):
     snap.pylocks = pylocks.capture(forking, others)
     for t in [forking] + others:
         t.frames = None  # frames of vanished threads must not be touched in the child
-    snap.time = event_mod.now_iso()
+    snap.time = time.time()  # (formatted when a record is made: the parent's fork stays cheap)
     snap.parent_pid = os.getpid()
     snap.c_level = native.available and settings.scan != "off"
     return snap

@@ -175,6 +175,18 @@ def evaluate(expr, f_locals, f_globals):
     return _MISSING
 
 
+_texts = {}   # expression node -> its source text (the nodes live as long as the cached trees)
+
+
+def _source_text(expr, how):
+    if not hasattr(ast, "unparse"):   # 3.8's ast
+        return how
+    text = _texts.get(expr)
+    if text is None:
+        text = _texts[expr] = ast.unparse(expr)
+    return text
+
+
 class Held:
     """A lock a thread holds according to its frames."""
 
@@ -222,7 +234,7 @@ def analyse(frames):
                 obj = generator_held(expr, f_locals, f_globals)  # with a @contextmanager call
             if obj is _MISSING:
                 continue
-            text = ast.unparse(expr) if hasattr(ast, "unparse") else how
+            text = _source_text(expr, how)
             for lock, wrapper in underlying(obj):
                 h = Held(lock, wrapper, index, how, text)
                 (acquiring if how == "acquiring" else held).append(h)
