@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-import forkaudit
-from . import render
+from . import hooks, settings
 
 POLL = 0.01
 
@@ -97,10 +96,13 @@ class Audit:
         self.warn = []           # (nodeid, text) under policy warn
         self.me = os.getpid()
         self.active = True
-        self.previous = forkaudit.installed()
+        self.previous = hooks.installed()
         self.saved_env = {k: os.environ.get(k) for k in ("FORKAUDIT", "FORKAUDIT_JSON")}
         self.watcher = None      # started at the first sign of a fork (see _start_watcher)
-        forkaudit.install(policy="record", json_path=self.report)
+        # only the light at-fork hooks (the .pth activation's path): the flow (snapshot, audit,
+        # the native shim) is imported at the session's first fork, so a suite that never
+        # forks never loads it (forkaudit.install() would load it now)
+        hooks.activate(settings.make("record", self.report, watchdog=settings.WATCHDOG_SECONDS))
         os.environ["FORKAUDIT"] = "record"
         os.environ["FORKAUDIT_JSON"] = self.report
         os.register_at_fork(after_in_parent=self._forked)  # forever: it checks self.active
@@ -275,6 +277,7 @@ class Audit:
                 self.watched.discard(pid)
 
     def _text(self, hazardous, kills, when):
+        from . import render
         parts = ["forkaudit: %d hazardous fork%s during this test's %s" % (
             len(hazardous), "" if len(hazardous) == 1 else "s", when)]
         for k in kills:
@@ -308,9 +311,9 @@ class Audit:
             else:
                 os.environ[k] = v
         if self.previous is not None:
-            forkaudit.install(self.previous.policy, self.previous.json_path, self.previous.scan)
+            hooks.activate(self.previous)   # the settings as they were (all of them)
         else:
-            forkaudit.uninstall()
+            hooks.uninstall()
         if self.watcher:
             try:
                 os.kill(self.watcher, signal.SIGKILL)
