@@ -8,12 +8,15 @@ import signal
 import sys
 import tempfile
 import time
+from _thread import get_native_id
 
 import pytest
 
 from . import hooks, settings
+from ._childwatch import Tail, stat_fields
 
 POLL = 0.01
+KILL_GRACE = 1.0  # seconds past forkaudit_child_timeout the plugin waits for the watcher's kill
 
 
 def summary_line(hazardous, tests, audited, killed=0, late=0):
@@ -35,39 +38,6 @@ def record_time(rec):
         return None
 
 
-class Tail:
-    """New complete lines of a file, read with raw os calls (offset kept between reads)."""
-
-    def __init__(self, path):
-        self.path, self.offset, self.partial = path, 0, b""
-
-    def read(self):
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return []
-        try:
-            os.lseek(fd, self.offset, 0)
-            while True:
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    break
-                self.offset += len(chunk)
-                self.partial += chunk
-        finally:
-            os.close(fd)
-        *lines, self.partial = self.partial.split(b"\n")
-        out = []
-        for line in lines:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
-
-
 class Audit:
     def __init__(self, config, policy):
         self.config = config
@@ -80,6 +50,7 @@ class Audit:
         self.dir = tempfile.mkdtemp(prefix="forkaudit-pytest-")
         self.report = os.path.join(self.dir, "forks.jsonl")
         self.kills_path = os.path.join(self.dir, "killed.jsonl")
+        self.children_path = os.path.join(self.dir, "children.jsonl")  # notes for the watcher
         self.records = Tail(self.report)
         self.kills = Tail(self.kills_path)
         self.pending = []        # child records not yet attributed
@@ -88,6 +59,8 @@ class Audit:
         self.audited = 0
         self.seen_pids = set()
         self.watched = set()     # pids of hazardous children that may still be killed
+        self.unrecorded = {}     # pid -> fork time: children of this process without a record yet
+        self.listed = {}         # native thread id -> its children at its last fork
         self.window_start = 0.0
         self.hazardous = 0       # hazardous forks that counted against a test
         self.tests = set()       # nodeids with a hazardous fork
@@ -109,9 +82,37 @@ class Audit:
 
     def _forked(self):
         if self.active and os.getpid() == self.me:
-            self.fork_times.append(time.time())
+            now = time.time()
+            self.fork_times.append(now)
+            try:
+                self._note_children(now)
+            except (OSError, ValueError, IndexError):
+                pass  # no /proc children list here: only children with a record are watched
             if self.watcher is None:
                 self._start_watcher()
+
+    def _note_children(self, now):
+        """Note the child this thread has just forked (the children of the forking thread that
+        were not there at its last fork), with its start time, for the watcher: a child that
+        hangs before it writes its record (inside its own audit) is known only from here."""
+        tid = get_native_id()
+        with open("/proc/self/task/%d/children" % tid) as f:
+            listed = set(int(p) for p in f.read().split())
+        new = listed - self.listed.get(tid, set()) - {self.watcher}
+        self.listed[tid] = listed
+        lines = []
+        for pid in new:
+            fields = stat_fields(pid)
+            if fields is None or fields[0] in ("Z", "X"):
+                continue
+            self.unrecorded[pid] = now
+            lines.append(json.dumps({"pid": pid, "start": int(fields[19]), "time": now}))
+        if lines:
+            fd = os.open(self.children_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, ("\n".join(lines) + "\n").encode())
+            finally:
+                os.close(fd)
 
     def _start_watcher(self):
         """The hung-child watcher: a process, started when this session first forks (from the
@@ -123,7 +124,7 @@ class Audit:
             watcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_childwatch.py")
             self.watcher = os.posix_spawn(
                 sys.executable, [sys.executable, "-I", "-S", watcher, self.report, self.kills_path,
-                                 repr(self.timeout), str(self.me)], clean_env)
+                                 repr(self.timeout), str(self.me), self.children_path], clean_env)
         except OSError as e:
             self.watcher = 0
             sys.stderr.write("forkaudit: cannot start the hung-child watcher (%s)\n" % e)
@@ -135,6 +136,8 @@ class Audit:
                 self.audited += 1
                 self.pending.append(rec)
                 self.seen_pids.add(rec.get("pid"))
+                if rec.get("parent_pid") == self.me:
+                    self.unrecorded.pop(rec.get("pid"), None)
                 if rec.get("hazards"):
                     self.watched.add(rec.get("pid"))  # the watcher may kill it: read its kill notes
 
@@ -175,13 +178,15 @@ class Audit:
 
     def _wait_for_children(self, start, stop):
         """Until every fork this process made in the window has its child's record, the
-        children without one have died (killed before their audit finished), or timeout."""
+        children without one have died (killed before their audit finished, or by the
+        watcher), or timeout (plus the time the watcher needs to kill a child hung
+        before it wrote its record)."""
         expected = sum(1 for t in self.fork_times if start <= t <= stop + 0.001)
         self.fork_times = [t for t in self.fork_times if t > stop + 0.001]
         self._collect()
         if not expected:
             return
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.timeout + KILL_GRACE
         while True:
             found = sum(1 for r in self.pending if r.get("parent_pid") == self.me
                         and (record_time(r) or 0) >= start - 0.001)
@@ -191,6 +196,12 @@ class Audit:
                 return
             time.sleep(POLL)
             self._collect()
+
+    def _read_kills(self):
+        """The watcher's new kill lines, without those it took back (the child was gone)."""
+        kills = self.kills.read()
+        cancelled = {k.get("pid") for k in kills if k.get("cancel")}
+        return [k for k in kills if not k.get("cancel") and k.get("pid") not in cancelled]
 
     def _ignored(self, h):
         if not self.ignore:
@@ -213,7 +224,8 @@ class Audit:
     # --- hooks ------------------------------------------------------------------------------
     def _quiet_since_last_check(self):
         """Nothing to read: no fork here since the last check, the report file did not grow,
-        and no hazardous child is being watched (the fast path of a suite that never forks)."""
+        and no hazardous child is being watched (the fast path of a suite that never forks:
+        one stat per call and teardown phase)."""
         if self.fork_times or self.watched:
             return False
         try:
@@ -238,7 +250,10 @@ class Audit:
         report = outcome.get_result()
         self._wait_for_children(start, stop)
         records = self._take(start, stop)
-        kills = self.kills.read() if self.watched else []
+        noted = {pid for pid, t in self.unrecorded.items() if t <= stop + 0.001}  # no record yet
+        for pid in noted:
+            del self.unrecorded[pid]
+        kills = self._read_kills() if self.watched or noted else []
         for k in kills:
             self.watched.discard(k.get("pid"))
         marker = item.get_closest_marker("forkaudit")
@@ -249,14 +264,16 @@ class Audit:
             if hz:
                 hazardous.append(dict(rec, hazards=hz))
         pids = {r.get("pid") for r in records}
-        mine = [k for k in kills if k.get("pid") in pids]
+        mine = [k for k in kills if k.get("pid") in pids and k.get("record") is not False]
+        lost = [k for k in kills if k.get("pid") in noted and k.get("record") is False]
         self.killed.extend(kills)
         self._forget_dead()
-        if not hazardous or not enabled:
+        if not (hazardous or lost) or not enabled:
             return
-        self.hazardous += len(hazardous)
-        self.tests.add(item.nodeid)
-        text = self._text(hazardous, mine, call.when)
+        if hazardous:
+            self.hazardous += len(hazardous)
+            self.tests.add(item.nodeid)
+        text = self._text(hazardous, mine, lost, call.when)
         if self.policy == "warn":
             self.warn.append((item.nodeid, text))
         elif report.passed:
@@ -276,10 +293,16 @@ class Audit:
             if data[data.rfind(")") + 2:][:1] in ("Z", "X"):
                 self.watched.discard(pid)
 
-    def _text(self, hazardous, kills, when):
+    def _text(self, hazardous, kills, lost, when):
         from . import render
-        parts = ["forkaudit: %d hazardous fork%s during this test's %s" % (
-            len(hazardous), "" if len(hazardous) == 1 else "s", when)]
+        parts = []
+        if hazardous:
+            parts.append("forkaudit: %d hazardous fork%s during this test's %s" % (
+                len(hazardous), "" if len(hazardous) == 1 else "s", when))
+        for k in lost:
+            parts.append("forkaudit: child %s, forked during this test's %s, hung before it wrote its audit "
+                         "record (%s, %.1f s after the fork) and was killed by forkaudit (SIGKILL)"
+                         % (k["pid"], when, k.get("reason"), k.get("after") or 0))
         for k in kills:
             parts.append("child %s hung (%s %.1f s after its record) and was killed by forkaudit (SIGKILL)"
                          % (k["pid"], k.get("reason"), k.get("after") or 0))
@@ -289,6 +312,8 @@ class Audit:
 
     def pytest_sessionfinish(self, session):
         self._collect()
+        if self.watcher:
+            self.killed.extend(self._read_kills())  # kills that came after their test was reported
         self._late()
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
