@@ -38,6 +38,18 @@ def record_time(rec):
         return None
 
 
+def _new_style_wrappers():
+    """pluggy >= 1.1 runs wrapper=True hooks (cheaper per call than hookwrapper=True ones)."""
+    try:
+        pytest.hookimpl(wrapper=True)
+    except TypeError:
+        return False
+    return True
+
+
+_NEW_STYLE_WRAPPERS = _new_style_wrappers()
+
+
 class Audit:
     def __init__(self, config, policy):
         self.config = config
@@ -222,32 +234,42 @@ class Audit:
         self.pending = []
 
     # --- hooks ------------------------------------------------------------------------------
-    def _quiet_since_last_check(self):
-        """Nothing to read: no fork here since the last check, the report file did not grow,
-        and no hazardous child is being watched (the fast path of a suite that never forks:
-        one stat per call and teardown phase)."""
-        if self.fork_times or self.watched:
-            return False
-        try:
-            return os.stat(self.report).st_size == self.records.offset
-        except OSError:
-            return True
+    if _NEW_STYLE_WRAPPERS:
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtest_makereport(self, item, call):
+            report = yield
+            if call.when == "setup" and report.outcome == "passed":
+                self.window_start = call.start  # checked with the call
+            else:
+                self._phase_ended(item, call, report)
+            return report
+    else:  # pluggy < 1.1
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_makereport(self, item, call):
+            outcome = yield
+            report = outcome.get_result()
+            if call.when == "setup" and report.outcome == "passed":
+                self.window_start = call.start
+            else:
+                self._phase_ended(item, call, report)
 
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item, call):
-        outcome = yield
+    def _phase_ended(self, item, call, report):
+        """After the report of a call or teardown phase (or of a setup that did not pass).
+        The fast path (no fork in this process since the last check, no hazardous child
+        watched, the report file has not grown: a suite that never forks) is one stat."""
         if call.when == "setup":
-            self.window_start = call.start  # checked with the call (or, if setup failed, the teardown)
-            if outcome.get_result().passed:
-                return
+            self.window_start = call.start  # it failed: checked now and with the teardown
         start, stop = self.window_start, call.stop
         self.window_start = stop
         self.windows.append((start, stop))
-        if self._quiet_since_last_check():
-            return
+        if not (self.fork_times or self.watched):
+            try:
+                if os.stat(self.report).st_size == self.records.offset:
+                    return
+            except OSError:
+                return
         if self.watcher is None:
             self._start_watcher()
-        report = outcome.get_result()
         self._wait_for_children(start, stop)
         records = self._take(start, stop)
         noted = {pid for pid, t in self.unrecorded.items() if t <= stop + 0.001}  # no record yet
