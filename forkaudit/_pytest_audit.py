@@ -13,7 +13,7 @@ from _thread import get_native_id
 import pytest
 
 from . import hooks, settings
-from ._childwatch import Tail, stat_fields
+from ._childwatch import Tail, cmdline, proc_state, stat_fields
 
 POLL = 0.01
 KILL_GRACE = 1.0  # seconds past forkaudit_child_timeout the plugin waits for the watcher's kill
@@ -172,21 +172,10 @@ class Audit:
                     pids.update(int(p) for p in f.read().split())
         except (OSError, ValueError):
             return None
-        out = []
-        with open("/proc/self/cmdline", "rb") as f:
-            me = f.read()
-        for pid in pids - self.seen_pids - {self.watcher}:
-            try:
-                with open("/proc/%d/cmdline" % pid, "rb") as f:
-                    if f.read() != me:
-                        continue  # exec'd (subprocess): not a forked copy of this process
-                with open("/proc/%d/stat" % pid) as f:
-                    data = f.read()
-            except OSError:
-                continue
-            if data[data.rfind(")") + 2:][:1] not in ("Z", "X"):
-                out.append(pid)
-        return out
+        me = cmdline(self.me)
+        # not exec'd (subprocess: not a forked copy of this process), alive and not a zombie
+        return [pid for pid in pids - self.seen_pids - {self.watcher}
+                if cmdline(pid) == me and proc_state(pid) is not None]
 
     def _wait_for_children(self, start, stop):
         """Until every fork this process made in the window has its child's record, the
@@ -305,15 +294,7 @@ class Audit:
             report.sections.append(("forkaudit", text))
 
     def _forget_dead(self):
-        for pid in list(self.watched):
-            try:
-                with open("/proc/%d/stat" % pid) as f:
-                    data = f.read()
-            except OSError:
-                self.watched.discard(pid)
-                continue
-            if data[data.rfind(")") + 2:][:1] in ("Z", "X"):
-                self.watched.discard(pid)
+        self.watched = {pid for pid in self.watched if proc_state(pid) is not None}
 
     def _text(self, hazardous, kills, lost, when):
         from . import render
