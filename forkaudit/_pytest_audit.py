@@ -112,13 +112,18 @@ class Audit:
             listed = set(int(p) for p in f.read().split())
         new = listed - self.listed.get(tid, set()) - {self.watcher}
         self.listed[tid] = listed
-        lines = []
+        started = {}
         for pid in new:
             fields = stat_fields(pid)
-            if fields is None or fields[0] in ("Z", "X"):
-                continue
-            self.unrecorded[pid] = now
-            lines.append(json.dumps({"pid": pid, "start": int(fields[19]), "time": now}))
+            if fields is not None and fields[0] not in ("Z", "X"):
+                started[pid] = int(fields[19])
+        # the newest only: an older new one was made without this hook (C code, posix_spawn)
+        newest = max(started.values(), default=None)
+        lines = []
+        for pid, start in started.items():
+            if start == newest:
+                self.unrecorded[pid] = now
+                lines.append(json.dumps({"pid": pid, "start": start, "time": now}))
         if lines:
             fd = os.open(self.children_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
