@@ -12,12 +12,19 @@ def in_child(fn):
         finally:
             os._exit(0)
     os.close(w)
-    data = b""
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        data += chunk
-    os.close(r)
+    data = read_all(r)
     os.waitpid(pid, 0)
     return eval(data.decode())  # noqa: S307 - our own repr of numbers and strings
+
+
+def read_all(fd):
+    """Everything from a pipe's read end until every writer closed it; the fd is closed."""
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)

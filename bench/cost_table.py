@@ -50,6 +50,8 @@ import tempfile
 import threading
 import time
 
+from benchutil import read_all  # run as a script: bench/ is on sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 MB = 1 << 20
@@ -95,13 +97,7 @@ def timed_fork(child_fn=None):
             os._exit(0)
     t1 = time.monotonic_ns()
     os.close(w)
-    data = b""
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        data += chunk
-    os.close(r)
+    data = read_all(r)
     os.waitpid(pid, 0)
     first, extra = json.loads(data)
     return (t1 - t0) / 1e6, (first - t0) / 1e6, extra, pid

@@ -55,6 +55,7 @@ import warnings
 
 import forkaudit
 from forkaudit import flow, native
+from benchutil import in_child, read_all  # run as a script: bench/ is on sys.path
 
 TARGET_PARENT = 1.25  # parent-side fork latency at most this times bare
 TARGET_SCAN = 0.5     # scan throughput at least this times memchr
@@ -215,13 +216,7 @@ def one_fork(stamps):
         os._exit(0)
     t1 = time.monotonic_ns()
     os.close(w)
-    data = b""
-    while True:
-        chunk = os.read(r, 64)
-        if not chunk:
-            break
-        data += chunk
-    os.close(r)
+    data = read_all(r)
     os.waitpid(pid, 0)
     out = {"t0": t0, "t1": t1}
     out.update(stamps.read() or {})
@@ -268,27 +263,6 @@ def p90(values):
 def median(values):
     values = [v for v in values if v == v]
     return statistics.median(values) if values else float("nan")
-
-
-def in_child(fn):
-    """fn() in a fresh forked child (single-threaded: the scan is safe there); its repr back."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.write(w, repr(fn()).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks = []
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
-    os.waitpid(pid, 0)
-    return eval(b"".join(chunks).decode())  # noqa: S307 - our own repr of numbers
 
 
 def scan_pass(tids):

@@ -6,7 +6,9 @@
    using a fixture, a tenth parametrized), run with `python -m pytest -q` without and with
    `--forkaudit`, round robin (order alternating), --rounds times each: median wall time
    of each and their ratio (target at most 1.05x). Both runs load the plugin (it is
-   installed); the first leaves it inert.
+   installed); the first leaves it inert. With --instructions, each is also run once under
+   valgrind's callgrind: the instructions executed (user space), a figure the load of a
+   shared machine does not move (each run then takes a minute or two).
 2. `forkaudit imports MODULES` against `python -c "import MODULES"` (a bare interpreter
    importing the same modules), --rounds times each: median wall time and the difference.
 Needs pytest and an installed forkaudit; run it from outside the source tree.
@@ -66,10 +68,22 @@ def timed(cmd, cwd, env, cpu=None):
     return seconds, proc.stdout
 
 
+def instructions(cmd, cwd, env):
+    """Instructions the command executes in user space, counted by valgrind's callgrind."""
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd], cwd=cwd,
+                          env=env, capture_output=True, text=True)
+    for line in proc.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.split(":")[-1])
+    sys.exit("valgrind gave no count (%d): %s" % (proc.returncode, proc.stderr[-2000:]))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tests", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count instructions under valgrind (callgrind), once each")
     ap.add_argument("--modules", nargs="+", default=["json", "logging", "concurrent.futures", "sqlite3"])
     args = ap.parse_args()
     # PYTHONDONTWRITEBYTECODE would make pytest re-compile (assertion-rewrite) the plugin's
@@ -104,9 +118,15 @@ def main():
         ca, cb = statistics.median(cpu["without"]), statistics.median(cpu["with --forkaudit"])
         print("   CPU time (user+sys of pytest and its children, median): without %.3f s, with %.3f s: "
               "ratio %.3fx  (%s)" % (ca, cb, cb / ca, "PASS" if cb / ca <= 1.05 else "MISS"))
-        print("   (CPU time is the steadier figure on a shared machine; the difference is mostly fixed:"
-              " loading forkaudit and starting the watcher process, once per session)")
+        print("   (on a loaded machine wall and CPU time move by more than the difference: --instructions"
+              " counts what the load does not move; what --forkaudit adds: its"
+              " light at-fork hooks and a per-session report file, once, and one stat per call and"
+              " teardown phase; the flow, the native shim and the watcher process wait for a fork)")
         print("   its summary line: %s" % summary)
+        if args.instructions:
+            ia, ib = instructions(base, folder, env), instructions(base + ["--forkaudit"], folder, env)
+            print("   instructions (valgrind callgrind, user space, one run each): without %d M, with %d M:"
+                  " ratio %.3fx  (%s)" % (ia // 10 ** 6, ib // 10 ** 6, ib / ia, "PASS" if ib / ia <= 1.05 else "MISS"))
 
     mods = args.modules
     bare_cmd = [py, "-c", "import " + ", ".join(mods)]

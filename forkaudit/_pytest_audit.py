@@ -8,13 +8,15 @@ import signal
 import sys
 import tempfile
 import time
+from _thread import get_native_id
 
 import pytest
 
-import forkaudit
-from . import render
+from . import hooks, settings
+from ._childwatch import Tail, cmdline, proc_state, stat_fields
 
 POLL = 0.01
+KILL_GRACE = 1.0  # seconds past forkaudit_child_timeout the plugin waits for the watcher's kill
 
 
 def summary_line(hazardous, tests, audited, killed=0, late=0):
@@ -36,37 +38,16 @@ def record_time(rec):
         return None
 
 
-class Tail:
-    """New complete lines of a file, read with raw os calls (offset kept between reads)."""
+def _new_style_wrappers():
+    """pluggy >= 1.1 runs wrapper=True hooks (cheaper per call than hookwrapper=True ones)."""
+    try:
+        pytest.hookimpl(wrapper=True)
+    except TypeError:
+        return False
+    return True
 
-    def __init__(self, path):
-        self.path, self.offset, self.partial = path, 0, b""
 
-    def read(self):
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return []
-        try:
-            os.lseek(fd, self.offset, 0)
-            while True:
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    break
-                self.offset += len(chunk)
-                self.partial += chunk
-        finally:
-            os.close(fd)
-        *lines, self.partial = self.partial.split(b"\n")
-        out = []
-        for line in lines:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+_NEW_STYLE_WRAPPERS = _new_style_wrappers()
 
 
 class Audit:
@@ -81,6 +62,7 @@ class Audit:
         self.dir = tempfile.mkdtemp(prefix="forkaudit-pytest-")
         self.report = os.path.join(self.dir, "forks.jsonl")
         self.kills_path = os.path.join(self.dir, "killed.jsonl")
+        self.children_path = os.path.join(self.dir, "children.jsonl")  # notes for the watcher
         self.records = Tail(self.report)
         self.kills = Tail(self.kills_path)
         self.pending = []        # child records not yet attributed
@@ -89,6 +71,8 @@ class Audit:
         self.audited = 0
         self.seen_pids = set()
         self.watched = set()     # pids of hazardous children that may still be killed
+        self.unrecorded = {}     # pid -> fork time: children of this process without a record yet
+        self.listed = {}         # native thread id -> its children at its last fork
         self.window_start = 0.0
         self.hazardous = 0       # hazardous forks that counted against a test
         self.tests = set()       # nodeids with a hazardous fork
@@ -97,19 +81,55 @@ class Audit:
         self.warn = []           # (nodeid, text) under policy warn
         self.me = os.getpid()
         self.active = True
-        self.previous = forkaudit.installed()
+        self.previous = hooks.installed()
         self.saved_env = {k: os.environ.get(k) for k in ("FORKAUDIT", "FORKAUDIT_JSON")}
         self.watcher = None      # started at the first sign of a fork (see _start_watcher)
-        forkaudit.install(policy="record", json_path=self.report)
+        # only the light at-fork hooks (the .pth activation's path): the flow (snapshot, audit,
+        # the native shim) is imported at the session's first fork, so a suite that never
+        # forks never loads it (forkaudit.install() would load it now)
+        hooks.activate(settings.make("record", self.report, watchdog=settings.WATCHDOG_SECONDS))
         os.environ["FORKAUDIT"] = "record"
         os.environ["FORKAUDIT_JSON"] = self.report
         os.register_at_fork(after_in_parent=self._forked)  # forever: it checks self.active
 
     def _forked(self):
         if self.active and os.getpid() == self.me:
-            self.fork_times.append(time.time())
+            now = time.time()
+            self.fork_times.append(now)
+            try:
+                self._note_children(now)
+            except (OSError, ValueError, IndexError):
+                pass  # no /proc children list here: only children with a record are watched
             if self.watcher is None:
                 self._start_watcher()
+
+    def _note_children(self, now):
+        """Note the child this thread has just forked (the children of the forking thread that
+        were not there at its last fork), with its start time, for the watcher: a child that
+        hangs before it writes its record (inside its own audit) is known only from here."""
+        tid = get_native_id()
+        with open("/proc/self/task/%d/children" % tid) as f:
+            listed = set(int(p) for p in f.read().split())
+        new = listed - self.listed.get(tid, set()) - {self.watcher}
+        self.listed[tid] = listed
+        started = {}
+        for pid in new:
+            fields = stat_fields(pid)
+            if fields is not None and fields[0] not in ("Z", "X"):
+                started[pid] = int(fields[19])
+        # the newest only: an older new one was made without this hook (C code, posix_spawn)
+        newest = max(started.values(), default=None)
+        lines = []
+        for pid, start in started.items():
+            if start == newest:
+                self.unrecorded[pid] = now
+                lines.append(json.dumps({"pid": pid, "start": start, "time": now}))
+        if lines:
+            fd = os.open(self.children_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, ("\n".join(lines) + "\n").encode())
+            finally:
+                os.close(fd)
 
     def _start_watcher(self):
         """The hung-child watcher: a process, started when this session first forks (from the
@@ -121,7 +141,7 @@ class Audit:
             watcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_childwatch.py")
             self.watcher = os.posix_spawn(
                 sys.executable, [sys.executable, "-I", "-S", watcher, self.report, self.kills_path,
-                                 repr(self.timeout), str(self.me)], clean_env)
+                                 repr(self.timeout), str(self.me), self.children_path], clean_env)
         except OSError as e:
             self.watcher = 0
             sys.stderr.write("forkaudit: cannot start the hung-child watcher (%s)\n" % e)
@@ -133,6 +153,8 @@ class Audit:
                 self.audited += 1
                 self.pending.append(rec)
                 self.seen_pids.add(rec.get("pid"))
+                if rec.get("parent_pid") == self.me:
+                    self.unrecorded.pop(rec.get("pid"), None)
                 if rec.get("hazards"):
                     self.watched.add(rec.get("pid"))  # the watcher may kill it: read its kill notes
 
@@ -155,31 +177,22 @@ class Audit:
                     pids.update(int(p) for p in f.read().split())
         except (OSError, ValueError):
             return None
-        out = []
-        with open("/proc/self/cmdline", "rb") as f:
-            me = f.read()
-        for pid in pids - self.seen_pids - {self.watcher}:
-            try:
-                with open("/proc/%d/cmdline" % pid, "rb") as f:
-                    if f.read() != me:
-                        continue  # exec'd (subprocess): not a forked copy of this process
-                with open("/proc/%d/stat" % pid) as f:
-                    data = f.read()
-            except OSError:
-                continue
-            if data[data.rfind(")") + 2:][:1] not in ("Z", "X"):
-                out.append(pid)
-        return out
+        me = cmdline(self.me)
+        # not exec'd (subprocess: not a forked copy of this process), alive and not a zombie
+        return [pid for pid in pids - self.seen_pids - {self.watcher}
+                if cmdline(pid) == me and proc_state(pid) is not None]
 
     def _wait_for_children(self, start, stop):
         """Until every fork this process made in the window has its child's record, the
-        children without one have died (killed before their audit finished), or timeout."""
+        children without one have died (killed before their audit finished, or by the
+        watcher), or timeout (plus the time the watcher needs to kill a child hung
+        before it wrote its record)."""
         expected = sum(1 for t in self.fork_times if start <= t <= stop + 0.001)
         self.fork_times = [t for t in self.fork_times if t > stop + 0.001]
         self._collect()
         if not expected:
             return
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.timeout + KILL_GRACE
         while True:
             found = sum(1 for r in self.pending if r.get("parent_pid") == self.me
                         and (record_time(r) or 0) >= start - 0.001)
@@ -189,6 +202,12 @@ class Audit:
                 return
             time.sleep(POLL)
             self._collect()
+
+    def _read_kills(self):
+        """The watcher's new kill lines, without those it took back (the child was gone)."""
+        kills = self.kills.read()
+        cancelled = {k.get("pid") for k in kills if k.get("cancel")}
+        return [k for k in kills if not k.get("cancel") and k.get("pid") not in cancelled]
 
     def _ignored(self, h):
         if not self.ignore:
@@ -209,34 +228,48 @@ class Audit:
         self.pending = []
 
     # --- hooks ------------------------------------------------------------------------------
-    def _quiet_since_last_check(self):
-        """Nothing to read: no fork here since the last check, the report file did not grow,
-        and no hazardous child is being watched (the fast path of a suite that never forks)."""
-        if self.fork_times or self.watched:
-            return False
-        try:
-            return os.stat(self.report).st_size == self.records.offset
-        except OSError:
-            return True
+    if _NEW_STYLE_WRAPPERS:
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtest_makereport(self, item, call):
+            report = yield
+            if call.when == "setup" and report.outcome == "passed":
+                self.window_start = call.start  # checked with the call
+            else:
+                self._phase_ended(item, call, report)
+            return report
+    else:  # pluggy < 1.1
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_makereport(self, item, call):
+            outcome = yield
+            report = outcome.get_result()
+            if call.when == "setup" and report.outcome == "passed":
+                self.window_start = call.start
+            else:
+                self._phase_ended(item, call, report)
 
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item, call):
-        outcome = yield
+    def _phase_ended(self, item, call, report):
+        """After the report of a call or teardown phase (or of a setup that did not pass).
+        The fast path (no fork in this process since the last check, no hazardous child
+        watched, the report file has not grown: a suite that never forks) is one stat."""
         if call.when == "setup":
-            self.window_start = call.start  # checked with the call (or, if setup failed, the teardown)
-            if outcome.get_result().passed:
-                return
+            self.window_start = call.start  # it failed: checked now and with the teardown
         start, stop = self.window_start, call.stop
         self.window_start = stop
         self.windows.append((start, stop))
-        if self._quiet_since_last_check():
-            return
+        if not (self.fork_times or self.watched):
+            try:
+                if os.stat(self.report).st_size == self.records.offset:
+                    return
+            except OSError:
+                return
         if self.watcher is None:
             self._start_watcher()
-        report = outcome.get_result()
         self._wait_for_children(start, stop)
         records = self._take(start, stop)
-        kills = self.kills.read() if self.watched else []
+        noted = {pid for pid, t in self.unrecorded.items() if t <= stop + 0.001}  # no record yet
+        for pid in noted:
+            del self.unrecorded[pid]
+        kills = self._read_kills() if self.watched or noted else []
         for k in kills:
             self.watched.discard(k.get("pid"))
         marker = item.get_closest_marker("forkaudit")
@@ -247,14 +280,16 @@ class Audit:
             if hz:
                 hazardous.append(dict(rec, hazards=hz))
         pids = {r.get("pid") for r in records}
-        mine = [k for k in kills if k.get("pid") in pids]
+        mine = [k for k in kills if k.get("pid") in pids and k.get("record") is not False]
+        lost = [k for k in kills if k.get("pid") in noted and k.get("record") is False]
         self.killed.extend(kills)
         self._forget_dead()
-        if not hazardous or not enabled:
+        if not (hazardous or lost) or not enabled:
             return
-        self.hazardous += len(hazardous)
-        self.tests.add(item.nodeid)
-        text = self._text(hazardous, mine, call.when)
+        if hazardous:
+            self.hazardous += len(hazardous)
+            self.tests.add(item.nodeid)
+        text = self._text(hazardous, mine, lost, call.when)
         if self.policy == "warn":
             self.warn.append((item.nodeid, text))
         elif report.passed:
@@ -264,19 +299,18 @@ class Audit:
             report.sections.append(("forkaudit", text))
 
     def _forget_dead(self):
-        for pid in list(self.watched):
-            try:
-                with open("/proc/%d/stat" % pid) as f:
-                    data = f.read()
-            except OSError:
-                self.watched.discard(pid)
-                continue
-            if data[data.rfind(")") + 2:][:1] in ("Z", "X"):
-                self.watched.discard(pid)
+        self.watched = {pid for pid in self.watched if proc_state(pid) is not None}
 
-    def _text(self, hazardous, kills, when):
-        parts = ["forkaudit: %d hazardous fork%s during this test's %s" % (
-            len(hazardous), "" if len(hazardous) == 1 else "s", when)]
+    def _text(self, hazardous, kills, lost, when):
+        from . import render
+        parts = []
+        if hazardous:
+            parts.append("forkaudit: %d hazardous fork%s during this test's %s" % (
+                len(hazardous), "" if len(hazardous) == 1 else "s", when))
+        for k in lost:
+            parts.append("forkaudit: child %s, forked during this test's %s, hung before it wrote its audit "
+                         "record (%s, %.1f s after the fork) and was killed by forkaudit (SIGKILL)"
+                         % (k["pid"], when, k.get("reason"), k.get("after") or 0))
         for k in kills:
             parts.append("child %s hung (%s %.1f s after its record) and was killed by forkaudit (SIGKILL)"
                          % (k["pid"], k.get("reason"), k.get("after") or 0))
@@ -286,6 +320,8 @@ class Audit:
 
     def pytest_sessionfinish(self, session):
         self._collect()
+        if self.watcher:
+            self.killed.extend(self._read_kills())  # kills that came after their test was reported
         self._late()
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
@@ -308,9 +344,9 @@ class Audit:
             else:
                 os.environ[k] = v
         if self.previous is not None:
-            forkaudit.install(self.previous.policy, self.previous.json_path, self.previous.scan)
+            hooks.activate(self.previous)   # the settings as they were (all of them)
         else:
-            forkaudit.uninstall()
+            hooks.uninstall()
         if self.watcher:
             try:
                 os.kill(self.watcher, signal.SIGKILL)

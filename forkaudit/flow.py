@@ -10,6 +10,7 @@
 A fork about to exec (subprocess, multiprocessing's spawn/forkserver helpers) is
 not snapshotted, not armed and not reported.
 """
+import _thread
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ import warnings
 from . import event as event_mod
 from . import cpython_layout, heldby, naming, native, policy, pylocks, render, sink, threads, watchdog
 from .errors import ForkHazardError, ForkHazardWarning
+from .settings import testonly_audit_hang
 
 INT_TYPES = (id(int), id(bool))  # objects whose fields can mimic a held mutex (see csrc/validate.c)
 
@@ -153,6 +155,8 @@ def _after_multiprocessing_resets(snap):
 
 def audit_child(snap):
     global _last_event
+    if testonly_audit_hang():
+        _hang()
     try:
         ev = event_mod.build_child(snap)
     except Exception as e:  # noqa: BLE001
@@ -168,6 +172,12 @@ def audit_child(snap):
         policy.deliver(ev, snap.settings, watched)  # under 'abort-now' this ends a hazardous child
     except Exception as e:  # noqa: BLE001
         _fail_once("reporting", e)
+
+
+def _hang():
+    lock = _thread.allocate_lock()
+    lock.acquire()
+    lock.acquire()  # never returns: this process has no other thread to release it
 
 
 def _fail_once(what, exc):

@@ -19,10 +19,7 @@ def deliver(event, settings, watched=False):
     reports and ends the child if it blocks on one, so nothing is printed now)."""
     hazardous = bool(event["hazards"])
     if settings.json_path:
-        try:
-            sink.append_json(settings.json_path, event)
-        except OSError as e:
-            sink.say("cannot append the report to %s: %s" % (settings.json_path, e.strerror or e))
+        sink.append_json(settings.json_path, event)  # never raises for I/O: a lost record is said once
     if hazardous and (settings.policy in ("warn", "abort-now", "raise") or
                       (settings.policy == "abort" and not watched)):
         sink.write_stderr(render.text(event))

@@ -4,7 +4,8 @@
 
 Importing this module installs no hook and imports nothing of forkaudit. When
 enabled, every fork made while a test runs is audited: in the test process
-(forkaudit.install(policy="record") to a per-session report file) and in every
+(policy "record" to a per-session report file; only the light at-fork hooks are
+activated, the flow and the native shim load at the first fork) and in every
 Python process the tests start (FORKAUDIT=record and FORKAUDIT_JSON for the
 session). A test during which a hazardous fork happened fails with the report.
 
@@ -21,8 +22,9 @@ reported are counted in the summary as late.
 Options: --forkaudit, --forkaudit-policy (ini forkaudit_policy; fail or warn),
 ini forkaudit_ignore (fnmatch patterns on a hazard's lock path, symbol,
 library or owner thread name), ini forkaudit_child_timeout (seconds, default
-10: a child with a hazardous record still asleep that long after it is
-killed by a watcher process, and reported). Marker:
+10: a child with a hazardous record still asleep that long after it, or a
+child of the test process that has written no record that long after its
+fork, is killed by a watcher process, and reported). Marker:
 @pytest.mark.forkaudit(enabled=False), or a module's pytestmark, opts out.
 Under pytest-xdist each worker audits its own tests with its own report file;
 the controller adds up the summary.
@@ -47,7 +49,7 @@ def pytest_addoption(parser):
     parser.addini("forkaudit_ignore", type="linelist", default=[],
                   help="fnmatch patterns: hazards whose lock path, symbol, library or owner thread name matches")
     parser.addini("forkaudit_child_timeout", default="10",
-                  help="seconds before a hung child with a hazardous record is killed (default 10)")
+                  help="seconds before a hung child (with a hazardous record, or with none) is killed (default 10)")
 
 
 def _enabled(config):

@@ -233,3 +233,12 @@ def from_environ(environ=None):
         budgets.append(int(value) if value else default)
     watchdog = parse_watchdog(environ.get("FORKAUDIT_WATCHDOG", ""))
     return Settings(policy, check_json_path(json_path), scan, *budgets, show_keys=show_keys, watchdog=watchdog)
+
+
+# ---- test-only switches (FORKAUDIT_TESTONLY_*: for forkaudit's own tests, not for users) ----
+
+def testonly_audit_hang():
+    """FORKAUDIT_TESTONLY_AUDIT_HANG=1: the child-side audit blocks for ever (asleep on a lock)
+    before it writes anything: a child hung inside its own audit, for the pytest plugin's
+    watcher tests."""
+    return os.environ.get("FORKAUDIT_TESTONLY_AUDIT_HANG") == "1"

@@ -83,20 +83,32 @@ def open_report(path):
             raise ReportPathError("it is a FIFO, not a regular file") from None
         raise ReportPathError(e.strerror or str(e)) from None
     try:
-        st = os.fstat(fd)  # what was opened, whatever the path named a moment ago
+        try:
+            st = os.fstat(fd)  # what was opened, whatever the path named a moment ago
+        except OSError as e:
+            raise ReportPathError(e.strerror or str(e)) from None
         why = _refuse_stat(st, euid)
         if why:
             raise ReportPathError(why)
     except BaseException:
-        os.close(fd)
+        _close(fd)
         raise
     return fd, st.st_size
+
+
+def _close(fd):
+    """os.close that never raises: None, or its error (NFS reports a failed write here)."""
+    try:
+        os.close(fd)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
 def check_report_path(path):
     """The start-up check: open_report() and close. Also sets up the shared 'lost' flag."""
     fd, _size = open_report(path)
-    os.close(fd)
+    _close(fd)
     _shared_flag()
 
 
@@ -177,7 +189,8 @@ def append_json(path, record):
     try:
         why = _append_line(fd, line, size)
     finally:
-        os.close(fd)
+        closed = _close(fd)
+    why = why or closed
     if why:
         _lost(path, why)
         return False

@@ -60,24 +60,7 @@ done
 # path, and no forkaudit activated in the test runner itself by the caller's shell.
 unset PYTHONPATH PYTHONHOME FORKAUDIT FORKAUDIT_JSON FORKAUDIT_SCAN
 
-PYENV_VERSIONS=""
-if command -v pyenv >/dev/null 2>&1; then
-  PYENV_VERSIONS="$(pyenv root)/versions"
-elif [ -d "${PYENV_ROOT:-$HOME/.pyenv}/versions" ]; then
-  PYENV_VERSIONS="${PYENV_ROOT:-$HOME/.pyenv}/versions"
-fi
-
-find_python() {  # newest patch release X.Y.Z of one minor version under pyenv (not -dev, not 3.13t)
-  local minor=$1 dir best=""
-  [ -n "$PYENV_VERSIONS" ] || return 0
-  for dir in "$PYENV_VERSIONS/$minor".*; do
-    [[ ${dir##*/} =~ ^${minor//./\\.}\.[0-9]+$ ]] || continue
-    [ -x "$dir/bin/python3" ] || continue
-    best=$(printf '%s\n%s\n' "$best" "$dir" | sed '/^$/d' | sort -V | tail -n 1)
-  done
-  [ -n "$best" ] && echo "$best/bin/python3"
-  return 0
-}
+. "$REPO/scripts/find-python.sh"   # PYENV_VERSIONS, find_python MINOR
 
 [ -n "$PYENV_VERSIONS" ] || echo "test-all: pyenv not found (no \$(pyenv root)/versions)"
 NAMES=()   # "3.12.1"

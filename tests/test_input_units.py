@@ -360,3 +360,28 @@ def test_report_streams_a_large_file_in_little_memory(tmp_path):
     maxrss_kb = int(proc.stdout.split("MAXRSS ")[1])
     assert maxrss_kb < 80 * 1024, "the report command used %d MB for a 60 MB file" % (maxrss_kb // 1024)
     assert "0 with hazards" in proc.stdout
+
+
+@pytest.mark.parametrize("failing", ["close", "fstat"])
+def test_close_or_fstat_errors_lose_the_record_never_raise(tmp_path, monkeypatch, capfd, failing):
+    """append_json never raises for I/O (policy.deliver relies on it): an error from close(2)
+    (NFS reports a failed write there) or fstat(2) loses the record with one line."""
+    path = str(tmp_path / "r.jsonl")
+    assert sink.append_json(path, {"forkaudit": 1, "n": 1})   # control: both work
+    real, failed = getattr(os, failing), []
+
+    def eio(fd):  # the first call only (the report's fd): pytest's own capture uses both too
+        result = real(fd)
+        if failed:
+            return result
+        failed.append(fd)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    monkeypatch.setattr(sink, "_said", False)
+    monkeypatch.setattr(sink, "_flag", None)
+    monkeypatch.setattr(os, failing, eio)
+    try:
+        assert sink.append_json(path, {"forkaudit": 1, "n": 2}) is False
+    finally:
+        monkeypatch.undo()
+    err = capfd.readouterr().err
+    assert err.count("forkaudit:") == 1 and "Input/output error; records are being lost" in err, err

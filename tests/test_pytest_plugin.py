@@ -181,3 +181,76 @@ def test_xdist(pytester, run):
     out = result.stdout.str()
     assert "owner: thread 'lock-holder'" in out, out
     assert "forkaudit: 1 hazardous fork in 1 test; 2 forks audited" in out
+
+
+# A child that hangs inside forkaudit's own audit, before it writes its record (the test-only
+# switch makes the audit block on a lock), and, as the control, a child that has written its
+# record and then sleeps past the timeout (it is not hung: it is let be).
+HANG_IN_AUDIT = '''
+import os, signal, time
+
+def fork_child(hang_in_audit):
+    r, w = os.pipe()
+    if hang_in_audit:
+        os.environ["FORKAUDIT_TESTONLY_AUDIT_HANG"] = "1"
+    try:
+        pid = os.fork()
+    finally:
+        os.environ.pop("FORKAUDIT_TESTONLY_AUDIT_HANG", None)
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)       # the control: asleep (with its record written) until the parent says
+        os._exit(0)
+    os.close(r)
+    return pid, w
+
+def test_child_hangs_in_its_audit():
+    pid, w = fork_child(True)
+    status = os.waitpid(pid, 0)[1]   # returns only once the plugin's watcher kills the child
+    os.close(w)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+def test_recorded_child_asleep_past_the_timeout_is_let_be():
+    pid, w = fork_child(False)
+    time.sleep(3)                    # past forkaudit_child_timeout (1 s): a duration, not a sync
+    os.write(w, b"x")
+    os.close(w)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+'''
+
+
+def test_child_hung_in_its_own_audit_is_killed(pytester, run):
+    pytester.makepyfile(test_hang_audit=HANG_IN_AUDIT)
+    pytester.makeini("[pytest]\nforkaudit_child_timeout = 1\n")
+    result = run("--forkaudit")
+    result.assert_outcomes(failed=1, passed=1)
+    out = result.stdout.str()
+    assert "FAILED test_hang_audit.py::test_child_hangs_in_its_audit" in out, out
+    assert "hung before it wrote its audit record (asleep, using no CPU" in out, out
+    assert "was killed by forkaudit (SIGKILL)" in out
+    assert "forkaudit: 0 hazardous forks in 0 tests; 1 fork audited; 1 hung child killed" in out, out
+
+
+def test_no_fork_loads_no_flow(pytester, run):
+    """With --forkaudit, a session that never forks never imports the flow or the native shim;
+    the first fork does (and is audited)."""
+    pytester.makepyfile(test_lazy='''
+        import os, sys
+        import forkaudit
+
+        HEAVY = ("forkaudit.flow", "forkaudit.native", "forkaudit._shim")
+
+        def test_no_fork():
+            assert forkaudit.installed() is not None and forkaudit.installed().policy == "record"
+            assert [m for m in HEAVY if m in sys.modules] == []
+
+        def test_then_a_fork():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+            assert [m for m in HEAVY if m in sys.modules] == list(HEAVY)
+    ''')
+    result = run("--forkaudit")
+    result.assert_outcomes(passed=2)
+    assert "forkaudit: 0 hazardous forks in 0 tests; 1 fork audited" in result.stdout.str()
