@@ -63,6 +63,7 @@ static int wd_ptimer = -1, wd_ctimer = -1;
 static int32_t wd_parent_pid;          /* child: the pid it was forked from */
 static int32_t wd_ptid;                 /* the thread whose fork is watched */
 static int32_t wd_seconds;              /* tenths of seconds, for the report */
+static int32_t wd_ptenths;              /* the parent timer's period, tenths of seconds */
 static int wd_policy;                   /* FA_WD_POLICY_* */
 static uint64_t wd_seen;                /* child: the address waited on at the last tick */
 static int wd_seen_phase;
@@ -391,11 +392,21 @@ static void call_python(void *callable) {
     py.release(state);
 }
 
+static int set_timer(int id, int32_t tenths, int periodic);
+
 static void parent_fired(void *ctx) {
     int certain;
     uint64_t addr = futex_of(ctx, &certain);
     int32_t owner = addr ? mutex_owner(addr) : 0;
     int phase = fa_wd.phase;
+    if (addr == 0) {
+        /* not waiting on a lock: running (a slow hook, a signal handler forking and waiting
+         * inside this fork's hooks) or in another system call. Slow is not stuck: look again
+         * one period later, and say nothing unless it is then waiting on a lock. */
+        wd_seconds += wd_ptenths;
+        set_timer(wd_ptimer, wd_ptenths, 0);
+        return;
+    }
     out_lock();
     out_str("forkaudit watchdog: pid ");
     out_uint((uint64_t)getpid());
@@ -648,7 +659,7 @@ int fa_wd_arm_parent(int32_t tid, int32_t tenths) {
     if (wd_ptimer < 0)
         return -1;
     wd_ptid = tid;
-    wd_seconds = tenths;
+    wd_seconds = wd_ptenths = tenths;
     fa_wd.parent_fired = 0;
     fa_wd.parent_tid = tid;
     fa_wd.phase = FA_WD_PY_BEFORE;

@@ -59,9 +59,41 @@ def _fail(what, exc):
             pass
 
 
+# What loading the flow and the shim, and auditing, need under an address-space limit (about
+# 6 MB measured; the rest is the program's own slack, which forkaudit must not eat)
+ROOM_NEEDED = 32 << 20
+
+
+def _address_space_room():
+    """Bytes left under RLIMIT_AS (soft), or None where there is no limit (or it can't be read)."""
+    try:
+        with open("/proc/self/limits", "rb") as f:
+            limits = f.read()
+        soft = None
+        for line in limits.splitlines():
+            if line.startswith(b"Max address space"):
+                field = line[len(b"Max address space"):].split()[0]
+                soft = None if field == b"unlimited" else int(field)
+        if soft is None:
+            return None
+        with open("/proc/self/status", "rb") as f:
+            for line in f.read().splitlines():
+                if line.startswith(b"VmSize:"):
+                    return soft - int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _load_flow():
     global _flow, _wd
     if _flow is None:
+        room = _address_space_room()
+        if room is not None and room < ROOM_NEEDED:
+            # loading would take the program's last megabytes (a MemoryError later in its own
+            # code, or in a finalizer): step aside; a later fork tries again
+            raise MemoryError("the address-space limit (RLIMIT_AS) leaves %d MB free; forkaudit needs %d MB"
+                              % (max(room, 0) >> 20, ROOM_NEEDED >> 20))
         from . import flow, watchdog
         flow.prepare(_settings)
         _wd = watchdog
