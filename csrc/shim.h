@@ -196,6 +196,8 @@ int fa_wd_setup(void);
 int fa_wd_arm_parent(int32_t tid, int32_t tenths);
 int fa_wd_parent_armed(void);
 void fa_wd_disarm_parent(int32_t tid);
+/* Parent: forkaudit's last Python before-fork hook has run in thread tid's fork. */
+void fa_wd_late_before(int32_t tid);
 /* Child: check every tenths/10 seconds whether this thread waits on an inherited lock. */
 int fa_wd_arm_child(int32_t tenths, int policy);
 void fa_wd_disarm_child(void);

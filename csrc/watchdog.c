@@ -644,12 +644,30 @@ int fa_wd_parent_armed(void) {
     return fa_wd.parent_tid != 0 && fa_wd.parent_tid == wd_ptid && wd_pid == (int32_t)getpid();
 }
 
-int fa_wd_arm_parent(int32_t tid, int32_t tenths) {
-    if (tenths <= 0 || !wd_signo || !ours(wd_signo))
-        return -1;
-    owned_by_this_process();
-    if (fa_wd.parent_tid != 0)
-        return -1;  /* another thread's fork is watched (one at a time) */
+/* Forks of other threads started while one is watched (the timer signals one thread): queued,
+ * and watched in turn when the watched one returns, for what is left of their N seconds.
+ * Every change to this state is made with the GIL held (the Python hooks, and the C at-fork
+ * handlers inside os.fork), so forks of several threads never change it at once. */
+#define WD_QUEUE 16
+static struct {
+    int32_t tid, phase;
+    int64_t start_ns;
+} wd_q[WD_QUEUE];
+static int wd_nq;
+
+static int64_t mono_ns(void);
+
+static int queued(int32_t tid) {
+    int i;
+    for (i = 0; i < wd_nq; i++)
+        if (wd_q[i].tid == tid)
+            return i;
+    return -1;
+}
+
+/* Watch thread tid's fork: the timer fires after `first` tenths of a second, when the fork
+ * will have been under way for `total` (the report's figure); then every period (parent_fired). */
+static int watch_thread(int32_t tid, int32_t tenths, int32_t first, int32_t total, int32_t phase) {
     if (wd_ptimer >= 0 && wd_ptid != tid) {  /* a timer signals one thread: one per forking thread */
         syscall(SYS_timer_delete, wd_ptimer);
         wd_ptimer = -1;
@@ -659,19 +677,43 @@ int fa_wd_arm_parent(int32_t tid, int32_t tenths) {
     if (wd_ptimer < 0)
         return -1;
     wd_ptid = tid;
-    wd_seconds = wd_ptenths = tenths;
+    wd_ptenths = tenths;
+    wd_seconds = total;
     fa_wd.parent_fired = 0;
     fa_wd.parent_tid = tid;
-    fa_wd.phase = FA_WD_PY_BEFORE;
-    if (set_timer(wd_ptimer, tenths, 0) != 0) {
+    fa_wd.phase = phase;
+    if (set_timer(wd_ptimer, first, 0) != 0) {
         fa_wd.parent_tid = 0;
         return -1;
     }
     return 0;
 }
 
+int fa_wd_arm_parent(int32_t tid, int32_t tenths) {
+    if (tenths <= 0 || !wd_signo || !ours(wd_signo))
+        return -1;
+    owned_by_this_process();
+    if (fa_wd.parent_tid != 0) {
+        if (fa_wd.parent_tid == tid || wd_nq >= WD_QUEUE || queued(tid) >= 0)
+            return -1;
+        wd_q[wd_nq].tid = tid;
+        wd_q[wd_nq].phase = FA_WD_PY_BEFORE;
+        wd_q[wd_nq].start_ns = mono_ns();
+        wd_nq++;
+        return 1;  /* queued: watched once the watched fork returns */
+    }
+    return watch_thread(tid, tenths, tenths, tenths, FA_WD_PY_BEFORE);
+}
+
 void fa_wd_disarm_parent(int32_t tid) {
     struct itimerspec off;
+    int i = queued(tid);
+    if (i >= 0) {  /* a queued fork returned before its turn */
+        for (; i + 1 < wd_nq; i++)
+            wd_q[i] = wd_q[i + 1];
+        wd_nq--;
+        return;
+    }
     if (fa_wd.parent_tid == 0 || fa_wd.parent_tid != tid)
         return;
     memset(&off, 0, sizeof off);
@@ -679,6 +721,31 @@ void fa_wd_disarm_parent(int32_t tid) {
         syscall(SYS_timer_settime, wd_ptimer, 0, &off, NULL);
     fa_wd.parent_tid = 0;
     fa_wd.phase = FA_WD_IDLE;
+    while (wd_nq > 0 && wd_pid == (int32_t)getpid()) {  /* the oldest queued fork's turn */
+        int32_t next = wd_q[0].tid, phase = wd_q[0].phase;
+        int64_t waited = (mono_ns() - wd_q[0].start_ns) / 100000000;
+        int32_t left = waited < wd_ptenths ? wd_ptenths - (int32_t)waited : 1;
+        for (i = 0; i + 1 < wd_nq; i++)
+            wd_q[i] = wd_q[i + 1];
+        wd_nq--;
+        if (watch_thread(next, wd_ptenths, left, (int32_t)(waited < wd_ptenths ? wd_ptenths : waited + 1), phase) == 0)
+            break;
+    }
+}
+
+/* A phase of thread tid's fork (the watched one's, or a queued one's) */
+static void set_phase(int32_t tid, int32_t phase, int32_t only_from) {
+    int i;
+    if (fa_wd.parent_tid != 0 && fa_wd.parent_tid == tid) {
+        if (only_from < 0 || fa_wd.phase == only_from)
+            fa_wd.phase = phase;
+    } else if ((i = queued(tid)) >= 0 && (only_from < 0 || wd_q[i].phase == only_from)) {
+        wd_q[i].phase = phase;
+    }
+}
+
+void fa_wd_late_before(int32_t tid) {
+    set_phase(tid, FA_WD_LATE_BEFORE, FA_WD_PY_BEFORE);
 }
 
 int fa_wd_arm_child(int32_t tenths, int policy) {
@@ -754,22 +821,23 @@ void fa_wd_on_child(void) {
     wd_seen = 0;
     fa_wd.parent_tid = 0;
     fa_wd.parent_fired = 0;
+    wd_nq = 0;  /* the queued forks were other threads' */
     fa_wd.phase = FA_WD_IDLE;  /* fa_wd.threads stays: the parent's thread count at this fork */
 }
 
 void fa_wd_on_prepare(void) {
+    int32_t me = fa_sys_gettid();
     fa_wd.threads = 0;
-    if (fa_wd.parent_tid != 0 && fa_wd.parent_tid == fa_sys_gettid()) {
-        fa_wd.phase = FA_WD_PREPARE;
+    set_phase(me, FA_WD_PREPARE, -1);
+    if ((fa_wd.parent_tid != 0 && fa_wd.parent_tid == me) || queued(me) >= 0) {
         fa_wd.threads = count_threads();
-        watch_prepare(fa_wd.parent_tid);
+        watch_prepare(me);  /* glibc runs one fork's handlers at a time: one current slot */
     }
 }
 
 void fa_wd_on_parent(void) {
     watch_parent();
-    if (fa_wd.parent_tid != 0 && fa_wd.parent_tid == fa_sys_gettid())
-        fa_wd.phase = FA_WD_PARENT_AFTER;
+    set_phase(fa_sys_gettid(), FA_WD_PARENT_AFTER, -1);
 }
 
 /* ---- the child watch, from the parent ----------------------------------------------------

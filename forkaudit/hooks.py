@@ -122,7 +122,7 @@ def _before():
     finally:
         _busy.discard(me)
         if _wd is not None:
-            _wd.late_before()  # watchdog: the Python before-fork hooks are done
+            _wd.late_before(get_native_id())  # watchdog: the Python before-fork hooks are done
 
 
 def _pop_pending():

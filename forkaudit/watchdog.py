@@ -23,6 +23,7 @@ Timers are not inherited by a fork child and are deleted by exec; a process fork
 starts with nothing armed (csrc/watchdog.c's pthread_atfork child part).
 """
 import os
+import threading
 import sys
 
 from . import native
@@ -32,6 +33,7 @@ _marks = None   # pointer to fa_wd: phase stores are plain memory writes (the GI
 _signo = 0
 _python_set = False
 _fork_caller = None   # the frame that called os.fork, while a watched fork is in flight
+_queued_callers = {}  # native id -> (ident, that frame), for forks of other threads queued meanwhile
 
 
 def available():
@@ -59,7 +61,7 @@ def setup(settings):
 # The parent's arming and disarming go through ctypes prototypes that keep the GIL (cffi lets it
 # go around every call): a before-fork hook that let other threads run would change what the
 # fork sees (a thread granted a lock in the kernel could finish with it first).
-_arm_parent = _disarm_parent = _watch_setup = None
+_arm_parent = _disarm_parent = _watch_setup = _late_before = None
 
 
 def _gil_keeping(name, restype, *argtypes):
@@ -114,26 +116,37 @@ def arm_parent(settings, tid, caller):
         _arm_parent = _gil_keeping("fa_wd_arm_parent", ctypes.c_int, ctypes.c_int32, ctypes.c_int32)
         _disarm_parent = _gil_keeping("fa_wd_disarm_parent", None, ctypes.c_int32)
         _watch_setup = _gil_keeping("fa_wd_watch_setup", ctypes.c_int, ctypes.c_int32, ctypes.c_int)
+        _late_before = _gil_keeping("fa_wd_late_before", None, ctypes.c_int32)
     # the child of this fork is watched from here until it is through its at-fork handlers
     # (a page shared with it and a timer of this process's, made once per process)
     _watch_setup(tenths(settings), _policy(settings))
-    if _arm_parent(tid, tenths(settings)) != 0:
+    armed = _arm_parent(tid, tenths(settings))
+    if armed == 1:   # another thread's fork is watched: this one is queued, watched in turn
+        _queued_callers[tid] = (threading.get_ident(), caller)
+        return True
+    if armed != 0:
         return False
     _fork_caller = caller
     return True
 
 
-def late_before():
-    """forkaudit's own (last) before-fork hook has run."""
-    if _marks is not None and _marks.phase == PHASES["PY_BEFORE"]:
-        _marks.phase = PHASES["LATE_BEFORE"]
+def late_before(tid):
+    """forkaudit's own (last) before-fork hook has run in thread tid's fork."""
+    if _late_before is not None and tid:
+        _late_before(tid)
 
 
 def disarm_parent(tid):
+    """Thread tid's fork has returned (the parent's first after-in-parent hook)."""
     global _fork_caller
-    _fork_caller = None
-    if _marks is not None and _marks.parent_tid == tid and tid and _disarm_parent is not None:
-        _disarm_parent(tid)
+    _queued_callers.pop(tid, None)
+    if _marks is None or not tid or _disarm_parent is None:
+        return
+    was_watched = _marks.parent_tid == tid
+    _disarm_parent(tid)   # a queued fork of another thread may be watched from now on
+    if was_watched:
+        entry = _queued_callers.pop(int(_marks.parent_tid), None) if _marks.parent_tid else None
+        _fork_caller = entry[1] if entry is not None else None
 
 
 # ---- child -------------------------------------------------------------------------------
@@ -150,6 +163,12 @@ STAGE_PY, STAGE_DONE = 2, 3
 def arm_child(settings):
     """First after-in-child hook: watch the child's at-fork hooks (_fork_caller, from the
     parent's head hook, stays until the audit: it tells which frame is a hook's)."""
+    global _fork_caller
+    me = threading.get_ident()   # (a thread's ident is the same in the child; its native id is not)
+    for ident, frame in list(_queued_callers.values()):
+        if ident == me:
+            _fork_caller = frame   # this fork was queued in the parent: its caller, not the watched one's
+    _queued_callers.clear()   # the other threads' frames: threads that do not exist here
     if not available() or not settings.watchdog:
         return False
     return native.lib.fa_wd_arm_child(tenths(settings), _policy(settings)) == 0

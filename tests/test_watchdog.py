@@ -69,6 +69,70 @@ emit(code2=code, fired2=watchdog._marks.parent_fired, armed_after2=watchdog._mar
     assert f["code2"] == 0 and f["fired2"] == 0 and f["armed_after2"] == 0
 
 
+TWO_FORKERS = WATCH % "warn" + '''
+from forkaudit import watchdog
+STUCK = sys.argv[1] == "stuck"
+LOCK = threading.Lock()
+r, w = os.pipe()
+ready = threading.Event()
+def hold():
+    with LOCK:
+        ready.set()
+        os.read(r, 1)          # LOCK is held until the watchdog has reported (or 10 s passed)
+holder = threading.Thread(target=hold, name="holder", daemon=True)
+holder.start(); ready.wait()
+
+a_in_hook, b_in_hook = threading.Event(), threading.Event()
+def hook():                    # a library's before-fork hook
+    name = threading.current_thread().name
+    if name == "forker-a":     # A's fork is the watched one; B starts its own meanwhile
+        a_in_hook.set()
+        b_in_hook.wait(30)
+    elif name == "forker-b":
+        b_in_hook.set()
+        if STUCK:
+            with LOCK:         # B's fork waits on a lock another thread holds
+                pass
+os.register_at_fork(before=hook)
+
+codes, tids = {}, {}
+def forker():
+    me = threading.current_thread().name
+    tids[me] = threading.get_native_id()
+    codes[me] = fork_once()[1]
+ta = threading.Thread(target=forker, name="forker-a"); ta.start()
+a_in_hook.wait(30)
+tb = threading.Thread(target=forker, name="forker-b"); tb.start()
+deadline = time.monotonic() + 10
+while not watchdog._marks.parent_fired and time.monotonic() < deadline:
+    time.sleep(0.01)
+fired = watchdog._marks.parent_fired
+os.write(w, b"x")
+ta.join(); tb.join()
+emit(codes=codes, tids=tids, fired=fired, armed_after=watchdog._marks.parent_tid)
+'''
+
+
+@pytest.mark.parametrize("case", ["stuck", "healthy"])
+def test_a_fork_started_while_another_is_watched_is_watched_in_its_turn(fa_program, case):
+    # The parent's timer signals one thread; a second thread's fork started meanwhile is queued
+    # and watched once the first returns, for what is left of its N seconds
+    result = fa_program(TWO_FORKERS.replace("sys.argv[1]", repr(case)), install=False)
+    assert result.returncode == 0, result
+    f = result.facts
+    assert f["codes"] == {"forker-a": 0, "forker-b": 0} and f["armed_after"] == 0, f
+    err = result.stderr
+    if case == "healthy":   # the control: both forks return at once; nothing said
+        assert f["fired"] == 0 and "forkaudit watchdog" not in err, err
+        return
+    assert f["fired"] == 1, (f, err)
+    assert err.count("forkaudit watchdog: pid") == 1, err
+    assert "fork() called by thread %d" % f["tids"]["forker-b"] in err, err
+    assert "inside the Python before-fork hooks" in err
+    assert "the lock: __main__.LOCK" in err and "held by: thread 'holder'" in err, err
+    assert "the wait is in the before-fork hook hook()" in err, err
+
+
 def test_abort_ends_a_child_stuck_on_an_inherited_python_lock_and_spares_a_healthy_one(fa_program):
     result = fa_program(WATCH % "abort" + HOLDER + '''
 def healthy():
