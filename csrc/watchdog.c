@@ -694,6 +694,13 @@ int fa_wd_arm_parent(int32_t tid, int32_t tenths) {
         return -1;
     owned_by_this_process();
     if (fa_wd.parent_tid != 0) {
+        if (fa_wd.parent_tid == tid && wd_pid == (int32_t)getpid() && wd_ptimer >= 0) {
+            /* a fork nested in the watched one (a signal handler forking inside its hooks):
+             * the thread is moving, not stuck; the watch starts over */
+            wd_seconds = wd_ptenths;
+            set_timer(wd_ptimer, wd_ptenths, 0);
+            return -1;
+        }
         if (fa_wd.parent_tid == tid || wd_nq >= WD_QUEUE || queued(tid) >= 0)
             return -1;
         wd_q[wd_nq].tid = tid;
