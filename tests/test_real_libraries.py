@@ -234,6 +234,57 @@ print("@@" + json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=Tr
 '''
 
 
+LOGURU_ENQUEUE_POOL = r'''
+import io, json, multiprocessing
+from loguru import logger
+from forkaudit import watchdog
+logger.remove()
+logger.add(io.StringIO(), enqueue=True)
+stop = threading.Event()
+def spam():
+    while not stop.is_set():
+        logger.info("x" * 20000)   # big messages: loguru's queue pipe is often full
+for _ in range(2):
+    threading.Thread(target=spam, name="spammer", daemon=True).start()
+def report_and_leave():        # the program is deadlocked for good once the watchdog spoke
+    while not watchdog._marks.parent_fired:
+        time.sleep(0.05)
+    time.sleep(0.5)            # (the report's Python-level lines are written right after the mark)
+    print("@@" + json.dumps({"deadlocked": True}), flush=True)
+    os._exit(0)
+threading.Thread(target=report_and_leave, daemon=True).start()
+def work(x):
+    logger.info("worker")
+    return x
+for r in range(30):
+    with multiprocessing.get_context("fork").Pool(2) as p:
+        p.map(work, range(4))
+print("@@" + json.dumps({"deadlocked": False}), flush=True)
+os._exit(0)
+'''
+
+
+def test_loguru_enqueue_with_a_fork_pool_parent_deadlock_is_explained(run_python):
+    """loguru's enqueue=True guard takes every handler's lock in a before-fork hook; a thread
+    that holds one while blocked writing to loguru's full queue pipe leaves os.fork() stuck
+    in that hook forever. The watchdog names the lock, its live holder and the hook. (A run
+    where the race is not hit in 30 rounds must say nothing at all.)"""
+    need("loguru")
+    result = run_python(program(LOGURU_ENQUEUE_POOL, "warn"), timeout=120,
+                        env={"PYTHONWARNINGS": "ignore::DeprecationWarning"})
+    assert result.returncode == 0, result
+    [f] = facts(result)
+    err = result.stderr
+    if not f["deadlocked"]:
+        assert "forkaudit watchdog" not in err, err
+        return
+    assert err.count("forkaudit watchdog: pid") == 1, err
+    assert "inside the Python before-fork hooks" in err, err
+    assert "handlers[1]._lock" in err and "held by: thread 'spammer'" in err, err
+    assert "the wait is in the before-fork hook acquire_locks()" in err, err
+    assert "loguru/_locks_machinery.py" in err, err
+
+
 @pytest.mark.c_level
 def test_sqlite_connection_mutex_is_named_with_sqlites_remedy(run_python):
     """A thread inside a query at the fork holds its connection's mutex (a heap C mutex):
