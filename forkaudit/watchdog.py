@@ -110,7 +110,7 @@ def arm_parent(settings, tid, caller):
     global _fork_caller
     if not available() or not settings.watchdog:
         return False
-    global _arm_parent, _disarm_parent, _watch_setup
+    global _arm_parent, _disarm_parent, _watch_setup, _late_before
     if _arm_parent is None:
         import ctypes
         _arm_parent = _gil_keeping("fa_wd_arm_parent", ctypes.c_int, ctypes.c_int32, ctypes.c_int32)
