@@ -522,13 +522,20 @@ def test_numpy_openblas_busy_at_fork_child_verdict(run_python):
     """A thread inside numpy's OpenBLAS at the fork: a child that inherits an OpenBLAS mutex
     held gets it reported in OpenBLAS (c-library, known "openblas") with OpenBLAS's remedy, and
     under abort is stopped with 86 by the watchdog instead of hanging in its own matrix
-    product; a child that inherits none is healthy. (A parent stuck in OpenBLAS's own fork handler,
-    blas_thread_shutdown_, is the stuck-fork watchdog's case: that run is an xfail here.)"""
+    product; a child that inherits none is healthy. A parent stuck in OpenBLAS's own fork handler
+    (blas_thread_shutdown_) is reported by the stuck-fork watchdog."""
     need("numpy")
     result = run_python(program(NUMPY, policy="abort"), timeout=60, env={"OPENBLAS_NUM_THREADS": "2"})
     found = [f["codes"] for f in facts(result) if "codes" in f]
     if not found and "Timeout" in result.stderr:
-        pytest.xfail("the parent was stuck inside fork() (OpenBLAS's prepare handler): the watchdog's case")
+        # the parent itself stuck inside fork(), in OpenBLAS's own prepare handler
+        # (blas_thread_shutdown_ waiting for its busy threads): the watchdog says so, once
+        err = result.stderr
+        assert err.count("forkaudit watchdog: pid") == 1, err
+        assert "has not returned after 1 s" in err, err
+        assert "a C library's pthread_atfork prepare handler" in err, err
+        assert "waiting on: the futex at 0x" in err, err
+        return
     assert result.returncode == 0, result
     [codes] = found
     children = result.children
