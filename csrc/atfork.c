@@ -40,24 +40,12 @@ static int cmp_tid(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static char *put_uint(char *p, uint32_t v) {
-    char tmp[12];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
-}
-
 static void read_comm(int32_t tid, char *out) {
     char path[64], *p = path;
     ssize_t got;
     int fd;
     memcpy(p, "/proc/self/task/", 16);
-    p = put_uint(p + 16, (uint32_t)tid);
+    p = fa_put_dec(p + 16, (uint64_t)(uint32_t)tid);
     memcpy(p, "/comm", 6);
     out[0] = '\0';
     fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -88,7 +76,7 @@ static uint64_t read_futex(int32_t tid) {
     ssize_t got;
     int fd, nr = 0;
     memcpy(p, "/proc/self/task/", 16);
-    p = put_uint(p + 16, (uint32_t)tid);
+    p = fa_put_dec(p + 16, (uint64_t)(uint32_t)tid);
     memcpy(p, "/syscall", 9);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)

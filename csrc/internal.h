@@ -55,5 +55,7 @@ void fa_wd_on_parent(void);
 void fa_wd_on_child(void);
 /* Parse lowercase hex digits at *s, advancing *s (no stdio in the fork path). */
 uint64_t fa_parse_hex(const char **s);
+/* Write v in decimal at p (no terminator); returns the end (async-signal-safe, no stdio). */
+char *fa_put_dec(char *p, uint64_t v);
 
 #endif

@@ -143,13 +143,7 @@ static void out_str(const char *s) {
 
 static void out_uint(uint64_t v) {
     char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        out_mem(&tmp[--n], 1);
+    out_mem(tmp, (size_t)(fa_put_dec(tmp, v) - tmp));
 }
 
 static void out_hex(uint64_t v) {
@@ -914,23 +908,11 @@ static void out_unlock(void) {
     __atomic_store_n(&wd_out_busy, 0, __ATOMIC_RELEASE);
 }
 
-static char *put_dec(char *p, uint64_t v) {
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
-}
-
 /* "/proc/PID/what" */
 static void proc_path(char *out, int32_t pid, const char *what) {
     char *p = out;
     memcpy(p, "/proc/", 6);
-    p = put_dec(p + 6, (uint64_t)pid);
+    p = fa_put_dec(p + 6, (uint64_t)pid);
     *p++ = '/';
     memcpy(p, what, strlen(what) + 1);
 }
@@ -963,7 +945,7 @@ static uint64_t parse_dec(const char **s) {
 /* The newest child of thread tid (the last in /proc/self/task/TID/children), or 0. */
 static int32_t newest_child(int32_t tid) {
     static char buf[16384];
-    char path[64] = "/proc/self/task/", *p = put_dec(path + 16, (uint64_t)tid);
+    char path[64] = "/proc/self/task/", *p = fa_put_dec(path + 16, (uint64_t)tid);
     const char *s;
     int32_t last = 0;
     memcpy(p, "/children", 10);
@@ -1483,7 +1465,7 @@ static void look_lock(int32_t pid, struct wd_look *lk) {
         char *p;
         proc_path(tpath, pid, "task/");
         p = tpath + strlen(tpath);
-        p = put_dec(p, (uint64_t)lk->owner);
+        p = fa_put_dec(p, (uint64_t)lk->owner);
         *p = '\0';
         lk->owner_here = access(tpath, F_OK) == 0;
     }
@@ -1507,7 +1489,7 @@ static void js_str(const char *s) {
 
 static void js_uint(uint64_t v) {
     char tmp[24];
-    js_mem(tmp, (size_t)(put_dec(tmp, v) - tmp));
+    js_mem(tmp, (size_t)(fa_put_dec(tmp, v) - tmp));
 }
 
 static void js_hex(uint64_t v) {
