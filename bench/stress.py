@@ -111,9 +111,9 @@ def worker(a):
     refused_error = ()
     if a.policy != "none":
         import forkaudit
-        # watchdog at 30 s: under ~2,000 forks on 2 cores a fork can be slow for 5 s and still
-        # waiting on the GIL (the watchdog has its own tests; this one counts records)
-        forkaudit.install(policy=a.policy, json_path=a.json, scan=a.scan, watchdog=30)
+        # the default watchdog: under ~2,000 forks on 2 cores a fork can wait on the GIL for
+        # longer than 5 s; that is slow, not stuck, and must make no watchdog record
+        forkaudit.install(policy=a.policy, json_path=a.json, scan=a.scan)
         refused_error = (forkaudit.ForkHazardError,)
 
     lib = ctypes.CDLL(a.clib)

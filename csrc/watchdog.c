@@ -393,10 +393,14 @@ static void parent_fired(void *ctx) {
     uint64_t addr = futex_of(ctx, &certain);
     int32_t owner = addr ? mutex_owner(addr) : 0;
     int phase = fa_wd.phase;
-    if (addr == 0) {
+    if (addr == 0 || !certain) {
         /* not waiting on a lock: running (a slow hook, a signal handler forking and waiting
-         * inside this fork's hooks) or in another system call. Slow is not stuck: look again
-         * one period later, and say nothing unless it is then waiting on a lock. */
+         * inside this fork's hooks), in another system call, or in a timed futex wait (the
+         * kernel ends those with EINTR: not `certain`). CPython waits for the GIL in timed
+         * waits of the switch interval, so a fork that waits for a busy GIL looks like this;
+         * a lock's blocking acquire (sem_wait, pthread_mutex_lock) is untimed. Slow is not
+         * stuck: look again one period later, and say nothing unless it is then in an
+         * untimed wait. */
         wd_seconds += wd_ptenths;
         set_timer(wd_ptimer, wd_ptenths, 0);
         return;

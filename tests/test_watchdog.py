@@ -113,6 +113,62 @@ emit(codes=codes, tids=tids, fired=fired, armed_after=watchdog._marks.parent_tid
 '''
 
 
+GIL_WAIT = WATCH % "warn" + '''
+import ctypes
+from forkaudit import watchdog
+THEN_LOCK = sys.argv[1] == "gil-then-lock"
+LOCK = threading.Lock()
+go, holding, release = threading.Event(), threading.Event(), threading.Event()
+def hog():
+    go.wait()
+    if THEN_LOCK:
+        LOCK.acquire()
+    holding.set()
+    ctypes.PyDLL(None).usleep(2500000)   # C code that keeps the GIL for 2.5 s (PyDLL never drops it)
+    if THEN_LOCK:
+        release.wait(30)                 # then LOCK stays held, with the GIL given back, until reported
+        LOCK.release()
+hogger = threading.Thread(target=hog, name="hog", daemon=True); hogger.start()
+
+def hook():                    # a before-fork hook that needs the GIL back after a wait
+    go.set()
+    holding.wait()             # woken at once, then waits 2.5 s for the GIL: a slow fork, not a stuck one
+    if THEN_LOCK:
+        with LOCK:             # then an untimed wait on a lock another thread holds: stuck
+            pass
+os.register_at_fork(before=hook)
+
+def releaser():
+    while not watchdog._marks.parent_fired and hogger.is_alive():
+        time.sleep(0.01)
+    release.set()
+threading.Thread(target=releaser, name="releaser", daemon=True).start()
+t0 = time.monotonic()
+pid, code = fork_once()
+emit(code=code, seconds=time.monotonic() - t0, fired=watchdog._marks.parent_fired,
+     armed_after=watchdog._marks.parent_tid)
+'''
+
+
+@pytest.mark.parametrize("case", ["gil-only", "gil-then-lock"])
+def test_a_fork_waiting_for_the_gil_is_slow_not_stuck(fa_program, case):
+    # Under load a forking thread can wait on the GIL for longer than N: CPython waits for it in
+    # timed waits (the switch interval), which the watchdog must not take for a stuck fork. The
+    # control then waits, untimed, on a lock another thread holds, and is reported once.
+    result = fa_program(GIL_WAIT.replace("sys.argv[1]", repr(case)), install=False, timeout=60)
+    assert result.returncode == 0, result
+    f = result.facts
+    err = result.stderr
+    assert f["code"] == 0 and f["seconds"] >= 2.5 and f["armed_after"] == 0, (f, err)
+    if case == "gil-only":
+        assert f["fired"] == 0 and "forkaudit watchdog" not in err, err
+        return
+    assert f["fired"] == 1, (f, err)
+    assert err.count("forkaudit watchdog: pid") == 1, err
+    assert "has not returned after 1 s" not in err and "has not returned after 2 s" not in err, err
+    assert "the lock: __main__.LOCK" in err and "held by: thread 'hog'" in err, err
+
+
 @pytest.mark.parametrize("case", ["stuck", "healthy"])
 def test_a_fork_started_while_another_is_watched_is_watched_in_its_turn(fa_program, case):
     # The parent's timer signals one thread; a second thread's fork started meanwhile is queued
