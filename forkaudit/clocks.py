@@ -37,13 +37,17 @@ def resetter(library):
     return None
 
 
-def entries(owners, maps):
+def entries(owners, read_maps):
     """(hazards, reinitialized) for the hits of the last scan.
 
-    owners: {tid: (name, stack)} of the threads that vanished at the fork.
+    owners: {tid: (name, stack)} of the threads that vanished at the fork; read_maps: what
+    gives the process's maps.Maps, called only when there is a hit to place (a clean fork's
+    child does not read /proc/self/maps).
     """
     hazards, reinit = [], []
-    for hit in native.hits():
+    hits = native.hits()
+    maps = read_maps() if hits else None
+    for hit in hits:
         tid = hit["owner"]
         name, stack = owners.get(tid, (None, []))
         library, symbol = locate(hit["addr"], maps)

@@ -19,6 +19,7 @@ def platform_tag():
 
 
 _PLATFORM = platform_tag()
+_PYTHON = platform.python_version()  # (parsed once, in the parent: not again in every child)
 
 
 def now_iso(seconds=None):
@@ -69,7 +70,7 @@ def build_child(snap):
                             "python": False, "stack": []})
     hazards, reinit = [], []
     if snap.c_level:
-        hazards, reinit = clocks.entries(owners, Maps.read())
+        hazards, reinit = clocks.entries(owners, Maps.read)  # maps read only if the scan hit
     blocked_on = {tid: futex for tid, _comm, futex in vanished}  # futex 0: not asleep in futex(2)
     py_hazards, py_reinit = pylocks.audit_child(snap.pylocks, blocked_on)
     return {
@@ -79,7 +80,7 @@ def build_child(snap):
         "time": now_iso(snap.time),
         "pid": os.getpid(),
         "parent_pid": snap.parent_pid,
-        "python": platform.python_version(),
+        "python": _PYTHON,
         "platform": _PLATFORM,
         "policy": snap.settings.policy,
         "scan": scan_report(native.stats()) if snap.c_level else None,
@@ -95,7 +96,7 @@ def build_parent(snap, hazards, reinit):
     """The parent's view (policy 'raise'): Python-level locks only, before the fork."""
     return {
         "forkaudit": FORMAT_VERSION, "event": "fork", "side": "parent", "time": now_iso(snap.time),
-        "pid": snap.parent_pid, "parent_pid": os.getppid(), "python": platform.python_version(),
+        "pid": snap.parent_pid, "parent_pid": os.getppid(), "python": _PYTHON,
         "platform": _PLATFORM, "policy": snap.settings.policy, "scan": None,
         "c_level": native.c_level(snap.settings.scan, False),
         "forking_thread": snap.forking.as_report(),

@@ -50,6 +50,8 @@ def prepare(settings):
         native.set_budget(settings.scan_budget_ms, settings.scan_budget_mb)
         cpython_layout.register_pylock_types()  # the scan's read-only discovery of held Python locks
     naming.SHOW_KEYS = settings.show_keys
+    if settings.json_path:
+        import json  # noqa: F401 - each child writes its record with it: imported once, here (3 ms a child)
     watchdog.setup(settings)  # watchdog: take its signal (once)
     global _told_no_c_level
     if not native.available and settings.scan != "off" and not _told_no_c_level and settings.policy != "record":

@@ -192,21 +192,28 @@ while len(ready) < 2:
 
 def fork_and_count():
     r, w = os.pipe()
+    before = set(sys.modules)
     pid = os.fork()
     if pid == 0:
         try:
-            os.write(w, repr(sys.modules["forkaudit.naming"].WALKS).encode())
+            imported = sorted(set(sys.modules) - before)
+            os.write(w, repr((sys.modules["forkaudit.naming"].WALKS, imported)).encode())
         finally:
             os._exit(0)
     parent = sys.modules["forkaudit.naming"].WALKS
     os.close(w)
-    child = os.read(r, 64)
+    child, imported = eval(os.read(r, 65536))
     os.close(r)
     os.waitpid(pid, 0)
-    return parent, int(child)
+    return parent, child, imported
 
 fork_and_count()                      # warm-up: loads the flow
-print("walks", fork_and_count())
+if UNLOAD:                            # control: a module the child's audit needs is not loaded
+    for name in [m for m in sys.modules if m == "json" or m.startswith("json.")]:
+        del sys.modules[name]
+parent, child, imported = fork_and_count()
+print("walks", (parent, child))
+print("imported", imported)
 stop.set()
 '''
 
@@ -214,15 +221,27 @@ stop.set()
 @walk_counter
 @pytest.mark.parametrize("hold", [False, True], ids=["clean-fork", "control-lock-held"])
 def test_a_clean_forks_child_walks_nothing(run_python, tmp_path, hold):
-    result = run_python("HOLD = %r\n" % hold + WALK_COUNT, env=env_for(tmp_path), timeout=120)
+    result = run_python("HOLD, UNLOAD = %r, False\n" % hold + WALK_COUNT, env=env_for(tmp_path), timeout=120)
     assert result.returncode == 0, result
     parent, child = result_line(result, "walks")
     assert len(result.children) == 2, result          # both forks were audited
     if not hold:
         assert child == parent, (parent, child)
         assert result.children[-1]["hazards"] == [], result.children[-1]["hazards"]
+        # and imports nothing: what writing its record needs was loaded once, in the parent
+        assert result_line(result, "imported") == [], result.stdout
     else:
         # control: something to explain, so the child walks to name the lock
         assert child > parent, (parent, child)
         paths = [h["object"]["path"] for h in result.children[-1]["hazards"] if h.get("object")]
         assert "__main__.LOCK" in paths, result.children[-1]["hazards"]
+
+
+def test_control_a_child_that_must_import_is_seen_importing(run_python, tmp_path):
+    # the positive control of the clean fork's "imports nothing": with json unloaded from the
+    # parent just before the fork, the child's audit imports it to write its record
+    result = run_python("HOLD, UNLOAD = False, True\n" + WALK_COUNT, env=env_for(tmp_path), timeout=120)
+    assert result.returncode == 0, result
+    assert len(result.children) == 2, result
+    assert "json" in result_line(result, "imported"), result.stdout
+
