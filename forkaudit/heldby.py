@@ -19,9 +19,13 @@ import types
 from . import safeattr
 from .locktypes import underlying
 
-WAIT_CODES = {threading.Condition.wait.__code__, threading.Condition.wait_for.__code__}
+# Code objects are looked up by id(): hashing one runs over its names and constants (about
+# 0.6 us, several times a frame, every fork). Each cache entry keeps its code object alive,
+# so the id stays that object's.
+WAIT_CODE_IDS = {id(threading.Condition.wait.__code__), id(threading.Condition.wait_for.__code__)}
 _trees = {}     # filename -> ast.Module or None
-_regions = {}   # code object -> Regions or None
+_regions = {}   # id(code) -> (code, Regions or None)
+_held = {}      # (id(code), line, inside __exit__) -> held_expressions' answer (its code pinned by _regions)
 _MISSING = safeattr.MISSING
 
 
@@ -90,8 +94,9 @@ def _own_nodes(fn):
 
 
 def regions(code):
-    if code in _regions:
-        return _regions[code]
+    entry = _regions.get(id(code))
+    if entry is not None and entry[0] is code:
+        return entry[1]
     result = None
     tree = _tree(code.co_filename)
     fn = _function_node(tree, code) if tree is not None else None
@@ -108,7 +113,7 @@ def regions(code):
                     result.acquires.append((node.lineno, node.func.value, ast.dump(node.func.value)))
                 elif node.func.attr == "release":
                     result.releases.append((node.lineno, ast.dump(node.func.value)))
-    _regions[code] = result
+    _regions[id(code)] = (code, result)
     return result
 
 
@@ -120,16 +125,26 @@ def held_expressions(code, line, inner=None):
     the with line or the acquire() call: waiting for the lock, or just granted it).
     inner is the code object of the next frame in (its callee), if any.
     """
+    exiting = inner is not None and inner.co_name == "__exit__"
+    key = (id(code), line, exiting)
+    out = _held.get(key)
+    if out is not None and _regions[key[0]][0] is code:
+        return out
+    out = _held_expressions(code, line, exiting)
+    _held[key] = out
+    return out
+
+
+def _held_expressions(code, line, exiting):
     r = regions(code)
     if r is None or line is None:
-        return []
+        return ()
     out = []
     for with_line, first, last, expr in r.withs:
         if first <= line <= last and line > with_line:
             out.append((expr, "with"))
         elif line == with_line:
-            name = inner.co_name if inner is not None else None
-            out.append((expr, "exiting" if name == "__exit__" else "acquiring"))
+            out.append((expr, "exiting" if exiting else "acquiring"))
     for acq_line, expr, dump in r.acquires:
         # (dumped once, with the regions: ast.dump leaves a reference cycle behind each call)
         if acq_line < line:
@@ -137,7 +152,7 @@ def held_expressions(code, line, inner=None):
                 out.append((expr, "acquire"))
         elif acq_line == line:
             out.append((expr, "acquiring"))
-    return out
+    return tuple(out)
 
 
 def _attr(obj, name):
@@ -207,7 +222,7 @@ def analyse(frames):
     held, acquiring, released, private = [], [], set(), []
     for index, frame in enumerate(frames):
         code = frame.f_code
-        if code in WAIT_CODES:
+        if id(code) in WAIT_CODE_IDS:
             f_locals = frame.f_locals
             cond = f_locals.get("self")
             if safeattr.is_a(cond, threading.Condition):

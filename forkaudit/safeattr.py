@@ -39,12 +39,27 @@ def module_dict(module):
     return _MODULE_DICT.__get__(module)
 
 
+_DESCRIPTORS = {}   # id(type) -> (type, its instances' __dict__ getter or None)
+
+
 def _dict_descriptor(t):
+    """The getter of t's instances' __dict__, or None. Remembered per type (held here, so its
+    id stays its own): the fork hooks ask it for the same few types every fork. A class's
+    '__dict__' entry cannot be assigned; only assigning __bases__ could change the answer, and
+    a stale getter then fails on the object and reads as None (instance_dict catches it)."""
+    known = _DESCRIPTORS.get(id(t))
+    if known is not None and known[0] is t:
+        return known[1]
+    found = None
     for klass in mro(t):
         entry = class_dict(klass).get("__dict__")
         if entry is not None:
-            return entry if type(entry) is GETSET else None
-    return None
+            found = entry if type(entry) is GETSET else None
+            break
+    if len(_DESCRIPTORS) >= 4096:
+        _DESCRIPTORS.clear()
+    _DESCRIPTORS[id(t)] = (t, found)
+    return found
 
 
 def instance_dict(obj):

@@ -85,13 +85,14 @@ def _capture(me, frames):
     forking, others = None, []
     for ident in set(frames) | set(known):
         t = known.get(ident)
-        native_id = _field(t, "_native_id") if t is not None else None
+        fields = (safeattr.instance_dict(t) if t is not None else None) or {}
+        native_id = fields.get("_native_id")
         if ident == me:
             native_id = threading.get_native_id()
-        name = _field(t, "_name") if t is not None else None
+        name = fields.get("_name")
         if type(name) is not str:
             name = None
-        daemon = _field(t, "_daemonic") if t is not None else None
+        daemon = fields.get("_daemonic")
         stack = stack_of(frames.get(ident), skip_own=ident == me)
         info = ThreadInfo(ident, native_id if type(native_id) is int else None,
                           name or ("MainThread" if ident == me and t is None else name),
