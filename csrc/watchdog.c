@@ -862,7 +862,8 @@ void fa_wd_on_parent(void) {
  * this process's maps: the child's are this process's at the fork). A child not through its
  * C handlers after N s is reported; a child in its Python hooks after 3N s in the same wait
  * twice in a row (its own watchdog had two ticks to say more, and says when it did). Under
- * 'abort', a child in the same futex wait at two looks in a row is asked to exit with status
+ * 'abort', a child in the same futex or poll-family wait (waits_for_event) at two looks in a
+ * row, after its report, is asked to exit with status
  * 86 (a queued signal from its parent that the inherited handler obeys) or, where it blocks
  * the signal, killed. Nothing here runs in a child that is not stuck, and no thread is made. */
 
@@ -1835,11 +1836,44 @@ static void watch_abort(struct wd_slot *s, const struct wd_look *lk) {
     fa_wd.watch_aborts++;
 }
 
+/* A system call that sleeps until an event another thread or process makes: a futex, or the
+ * poll family (grpc's after-fork hook waits in epoll_wait for threads of its own). Not a
+ * sleep (a deliberate delay) and not a read (which may wait for the parent's own data). */
+static int waits_for_event(int64_t nr) {
+    switch (nr) {
+    case SYS_futex:
+#ifdef SYS_epoll_wait
+    case SYS_epoll_wait:
+#endif
+#ifdef SYS_epoll_pwait
+    case SYS_epoll_pwait:
+#endif
+#ifdef SYS_epoll_pwait2
+    case SYS_epoll_pwait2:
+#endif
+#ifdef SYS_poll
+    case SYS_poll:
+#endif
+#ifdef SYS_ppoll
+    case SYS_ppoll:
+#endif
+#ifdef SYS_select
+    case SYS_select:
+#endif
+#ifdef SYS_pselect6
+    case SYS_pselect6:
+#endif
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void watch_look(struct wd_slot *s) {
     struct wd_look lk;
     int32_t m = __atomic_load_n(&s->mark, __ATOMIC_ACQUIRE);
     int stage = (m >> 4) == s->gen ? (m & 15) : 0;
-    int same, futex_wait;
+    int same, event_wait;
     memset(&lk, 0, sizeof lk);
     if (stage >= FA_WD_STAGE_DONE)
         return;
@@ -1852,7 +1886,7 @@ static void watch_look(struct wd_slot *s) {
     same = s->looks > 1 && lk.nr == s->last_nr && lk.arg0 == s->last_arg && lk.nr >= 0;
     s->last_nr = lk.nr;
     s->last_arg = lk.arg0;
-    futex_wait = lk.nr == SYS_futex && lk.state != 'R';
+    event_wait = waits_for_event(lk.nr) && lk.state != 'R';
     if (!s->reported && (stage < FA_WD_STAGE_PY || (s->looks >= 3 && same))) {
         look_lock(s->pid, &lk);
         load_maps();
@@ -1861,7 +1895,7 @@ static void watch_look(struct wd_slot *s) {
         watch_report(s, stage, &lk, s->tenths * s->looks);
         fa_wd.watch_reports++;
     }
-    if (s->reported == 1 && s->policy == FA_WD_POLICY_ABORT && same && futex_wait) {
+    if (s->reported == 1 && s->policy == FA_WD_POLICY_ABORT && same && event_wait) {
         s->reported = 2;
         lk.blocked_sig = blocks_signal(s->pid, wd_signo);
         watch_abort(s, &lk);

@@ -681,7 +681,9 @@ def test_grpc_fork_support_hang_is_reported_and_stopped_under_abort(run_python, 
         assert "inside the child's Python at-fork hooks" in err
         assert err.count("exits with status 86: it is stuck in its at-fork handlers") == 2, err
         assert [r["action"] for r in records] == ["reported", "aborted"] * 2, records
-        assert records[0]["where"] == "python-hooks" and records[0]["waiting_on"] is not None
+        # grpc's hook waits on a futex in most runs, in epoll_wait in some: the record says which
+        assert records[0]["where"] == "python-hooks"
+        assert records[0]["waiting_on"] is not None or records[0]["syscall"] > 0, records[0]
     else:
         assert f["codes"] == [0, 0] and f["reports"] == 0, result
         assert "forkaudit watchdog" not in err and records == []

@@ -288,6 +288,33 @@ emit(control=code)
     assert f["control"] == 7 and "forkaudit watchdog" not in result.stderr
 
 
+@pytest.mark.parametrize("case", ["stuck", "healthy"])
+def test_abort_stops_a_child_whose_hook_waits_in_epoll_for_good(fa_program, case):
+    # grpc's after-fork hook waits for its own threads in epoll_wait in some runs: a wait for an
+    # event nobody in the child will make. The parent's watch reports it and, under abort,
+    # stops it with 86 like a futex wait. The control polls briefly and returns: untouched.
+    result = fa_program(WATCH % "abort" + '''
+import select
+WAIT = -1 if sys.argv[1] == "stuck" else 0.3
+CHILD = []
+def post_fork():
+    if CHILD:
+        select.epoll().poll(WAIT)
+os.register_at_fork(after_in_child=post_fork)
+CHILD.append(1)
+pid, code = fork_once(lambda: 7)
+emit(code=code)
+'''.replace("sys.argv[1]", repr(case)), install=False, timeout=60)
+    assert result.returncode == 0, result
+    code, err = result.facts["code"], result.stderr
+    if case == "healthy":
+        assert code == 7 and "forkaudit watchdog" not in err, (code, err)
+        return
+    assert code == 86, (code, err)
+    assert "has not finished its at-fork handlers" in err, err
+    assert "exits with status 86: it is stuck in its at-fork handlers" in err, err
+
+
 @pytest.mark.c_level
 def test_child_waiting_on_an_inherited_c_mutex_is_stopped_under_abort(fa_program, build_c):
     lib = build_c("heldmutex", r'''
