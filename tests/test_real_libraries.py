@@ -122,11 +122,14 @@ def test_opentelemetry_batch_span_processor_children_are_healthy(run_python, pol
     assert len(children) == 11, result
     assert codes == [0] * 10, result  # healthy: none stopped under abort
     for rec in children[:10]:
-        # the processor's own lock and thread are never reported (its hook re-created them);
-        # a span another thread was starting at the fork is reachable from nothing the child runs
+        # the processor's lock and thread are re-created by its hook: the old ones are reachable
+        # from nothing the child runs. Its worker can be caught holding the lock of an Event the
+        # hook replaced (about 1 fork in 300: granted inside Event.clear() at the fork), and a
+        # span another thread was starting is the same case: never more than "unreachable"
         for h in rec["hazards"]:
-            assert (h["owner"] or {}).get("name") != "OtelBatchSpanRecordProcessor", h
             assert h["reach"] == "unreachable", h
+            if (h["owner"] or {}).get("name") == "OtelBatchSpanRecordProcessor":
+                assert h["object"]["path"] is None, h   # no path from the child's state to it
     check_control(result, policy)
 
 
