@@ -391,7 +391,7 @@ static int set_timer(int id, int32_t tenths, int periodic);
 static void parent_fired(void *ctx) {
     int certain;
     uint64_t addr = futex_of(ctx, &certain);
-    int32_t owner = addr ? mutex_owner(addr) : 0;
+    int32_t owner;
     int phase = fa_wd.phase;
     if (addr == 0 || !certain) {
         /* not waiting on a lock: running (a slow hook, a signal handler forking and waiting
@@ -405,6 +405,7 @@ static void parent_fired(void *ctx) {
         set_timer(wd_ptimer, wd_ptenths, 0);
         return;
     }
+    owner = mutex_owner(addr);  /* an untimed wait from here on: `certain` holds */
     out_lock();
     out_str("forkaudit watchdog: pid ");
     out_uint((uint64_t)getpid());
@@ -416,7 +417,7 @@ static void parent_fired(void *ctx) {
     out_str("\n  where: inside ");
     out_str(phase_text(phase));
     out_str("\n  waiting on: ");
-    out_wait(addr, certain, owner);
+    out_wait(addr, 1, owner);
     out_str("\n");
     if (owner == wd_ptid)
         out_str("  the forking thread holds that mutex itself: it waits on itself\n");
@@ -426,18 +427,18 @@ static void parent_fired(void *ctx) {
     js_str(phase_key(phase));
     js_str("\",\"forking_tid\":");
     js_uint((uint64_t)wd_ptid);
-    js_wait(addr, owner, owner != 0, !owner && addr && taken_semaphore(addr), addr ? SYS_futex : -2);
+    js_wait(addr, owner, owner != 0, !owner && taken_semaphore(addr), SYS_futex);
     js_str(",\"action\":\"reported\"}");
     js_flush();
     out_unlock();
     fa_wd.parent_addr = addr;
     fa_wd.parent_owner = owner;
-    /* Python-level detail, only where running Python here is safe: a restarted (untimed)
+    /* Python-level detail, only where running Python here is safe: this restarted (untimed)
      * wait on a taken semaphore inside the Python before-fork hooks, i.e. Lock.acquire()
      * with the GIL released, holding no CPython or libc lock (the import lock is taken
      * after the hooks). The callback takes the GIL like any C thread calling back into
      * Python, then gives it back; the wait restarts when the handler returns. */
-    if (py.callable != NULL && phase == FA_WD_PY_BEFORE && certain && !owner && taken_semaphore(addr)) {
+    if (py.callable != NULL && phase == FA_WD_PY_BEFORE && !owner && taken_semaphore(addr)) {
         call_python(py.callable);
     }
     fa_wd.parent_fired = 1; /* last: the report is complete */

@@ -139,10 +139,10 @@ def hook():                    # a before-fork hook that needs the GIL back afte
 os.register_at_fork(before=hook)
 
 def releaser():
-    while not watchdog._marks.parent_fired and hogger.is_alive():
-        time.sleep(0.01)
+    wait_for(lambda: watchdog._marks.parent_fired, "the parent watchdog", timeout=30)
     release.set()
-threading.Thread(target=releaser, name="releaser", daemon=True).start()
+if THEN_LOCK:
+    threading.Thread(target=releaser, name="releaser", daemon=True).start()
 t0 = time.monotonic()
 pid, code = fork_once()
 emit(code=code, seconds=time.monotonic() - t0, fired=watchdog._marks.parent_fired,
