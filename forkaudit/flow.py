@@ -17,7 +17,7 @@ import time
 import warnings
 
 from . import event as event_mod
-from . import cpython_layout, heldby, naming, native, policy, pylocks, render, sink, threads, watchdog
+from . import cpython_layout, heldby, naming, native, parent_notice, policy, pylocks, render, sink, threads, watchdog
 from .errors import ForkHazardError, ForkHazardWarning
 from .settings import testonly_audit_hang
 
@@ -114,7 +114,7 @@ def after_fork_parent(snap):
     native.disarm(snap.tid)
     if snap.execs or snap.settings.policy != "warn":
         return
-    notice = pylocks.parent_notice(snap.pylocks)
+    notice = parent_notice.line(snap.pylocks, snap.mp)
     if notice is None:
         return
     message = "fork while %s; the child's forkaudit report has the details" % notice

@@ -205,10 +205,29 @@ def _source_text(expr, how):
 class Held:
     """A lock a thread holds according to its frames."""
 
-    __slots__ = ("lock", "wrapper", "frame_index", "how", "text")
+    __slots__ = ("lock", "wrapper", "frame_index", "how", "text", "root")
 
-    def __init__(self, lock, wrapper, frame_index, how, text):
+    def __init__(self, lock, wrapper, frame_index, how, text, root=None):
         self.lock, self.wrapper, self.frame_index, self.how, self.text = lock, wrapper, frame_index, how, text
+        self.root = root  # ("global" | "local", object): the name the expression starts from
+
+
+def root_of(expr, f_locals, f_globals):
+    """("global" | "local", object) for the name a name/attribute/subscript expression
+    starts from (a module global, or a local of the frame), or None."""
+    while isinstance(expr, (ast.Attribute, ast.Subscript)):
+        expr = expr.value
+    if not isinstance(expr, ast.Name):
+        return None
+    scopes = ((("global", f_globals),) if f_locals is f_globals else
+              (("local", f_locals), ("global", f_globals)))
+    for scope, names in scopes:
+        try:  # a dict, or on 3.13 a FrameLocalsProxy; the key is a str: no user code runs
+            if expr.id in names:
+                return scope, names[expr.id]
+        except (TypeError, KeyError):
+            return None
+    return None
 
 
 def analyse(frames):
@@ -250,8 +269,9 @@ def analyse(frames):
             if obj is _MISSING:
                 continue
             text = _source_text(expr, how)
+            root = root_of(expr, f_locals, f_globals)
             for lock, wrapper in underlying(obj):
-                h = Held(lock, wrapper, index, how, text)
+                h = Held(lock, wrapper, index, how, text, root)
                 (acquiring if how == "acquiring" else held).append(h)
     return [h for h in held if id(h.lock) not in released], acquiring, private
 

@@ -131,6 +131,12 @@ def library_file(filename):
     return name.startswith(_LIB_DIRS) or name.startswith("<frozen ")
 
 
+def stdlib_file(filename):
+    """True for a file of the standard library itself (not of an installed package)."""
+    name = filename or ""
+    return library_file(name) and "/site-packages/" not in name and "/dist-packages/" not in name
+
+
 def library_type(obj):
     """True when obj's class is defined in the standard library or an installed package."""
     from . import safeattr

@@ -129,7 +129,7 @@ def _waiting(snap, lock, blocked_on):
     return {t for t in snap.by_ident.values() if t.native_id is not None and blocked_on.get(t.native_id) == sem}
 
 
-def _owner(c, snap, lock_id, waiting, kernel_view):
+def owner_of(c, snap, lock_id, waiting, kernel_view):
     """(ThreadInfo or None, known) — RLocks record their owner; plain locks go by the stacks.
 
     A lock granted at the fork to a thread still inside acquire() belongs to the one thread
@@ -166,7 +166,7 @@ def _site(thread, h):
     return " in %s() at %s:%s (%s)" % (f["function"], f["file"].rsplit("/", 1)[-1], f["line"], construct)
 
 
-def _where_held(c, owner, snap, lock_id):
+def where_held(c, owner, snap, lock_id):
     if owner is None:
         return ""
     if owner.ident in c.held:
@@ -205,7 +205,7 @@ def _entry(c, owner, path, container, snap, lock_id):
         "held_at": list(owner.stack) if owner is not None else None,
         "by": None,
         "why": "",
-        "_who": who, "_what": what + count, "_where": _where_held(c, owner, snap, lock_id), "_id": lock_id,
+        "_who": who, "_what": what + count, "_where": where_held(c, owner, snap, lock_id), "_id": lock_id,
     }
 
 
@@ -241,7 +241,7 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
             continue
         waiting = _waiting(snap, c.lock, blocked_on)
         kernel_view = bool(blocked_on) and cpython_layout.semaphore_address(c.lock) is not None
-        owner, known = _owner(c, snap, lock_id, waiting, kernel_view)
+        owner, known = owner_of(c, snap, lock_id, waiting, kernel_view)
         if owner is snap.forking and owner is not None:
             continue  # the child is that thread: it owns the lock
         if not known and c.state.owner is not None:
@@ -391,23 +391,3 @@ def audit_child(snap, blocked_on=None):
 def audit_parent(snap):
     """Policy 'raise': what the parent can see before forking."""
     return audit(snap, in_child=False)
-
-
-def parent_notice(snap):
-    """One line for the parent after a fork: locks its stacks show held by other threads.
-
-    Cheap (no walk, no names): the child's report is the authoritative record."""
-    if snap is None:
-        return None
-    parts = []
-    for lock_id, c in snap.candidates.items():
-        if not c.state.locked or known_resetter(c.lock) is not None:
-            continue
-        owner, known = _owner(c, snap, lock_id, set(), False)
-        if owner is None or owner is snap.forking:
-            continue
-        parts.append("thread %r holds a %s%s" % (owner.name, locktypes.type_name(c.lock),
-                                                _where_held(c, owner, snap, lock_id)))
-    if not parts:
-        return None
-    return "; ".join(parts)

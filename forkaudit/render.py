@@ -169,16 +169,16 @@ def advice(event):
         lines.append("fix: reset the lock in the child%s: %s; or fork before starting the threads that take it."
                      % (_in_main(first), reset))
     elif not lines:
+        # a raw os.fork (the start-method advice is for multiprocessing's and the pools' forks)
         if kinds & {"pthread_mutex", "pthread_rwlock", "semaphore"}:
-            lines.append("fix: fork before starting threads that call into this library, or use the 'spawn' or "
-                         "'forkserver' start method (multiprocessing.get_context('forkserver')).")
+            lines.append("fix: fork before starting the threads that call into this library, or exec a new "
+                         "program in the child (subprocess, os.posix_spawn) instead of running this code after the fork.")
         elif kinds == {"python_internal"}:
             lines.append("fix: flush and stop the thread that writes that file before forking, and let the child "
-                         "open its own file; or use the 'spawn' or 'forkserver' start method.")
+                         "open its own file.")
         else:
-            lines.append("fix: create worker processes with the 'spawn' or 'forkserver' start method "
-                         "(multiprocessing.get_context('forkserver')), or reset the lock in the child with "
-                         "os.register_at_fork(after_in_child=...).")
+            lines.append("fix: re-create the lock in the child with os.register_at_fork(after_in_child=...) where "
+                         "the program keeps it, or fork before starting the threads that take it.")
     return lines
 
 
@@ -208,8 +208,15 @@ def hazard_lines(i, h):
     return lines
 
 
-def text(event):
+def text(event, reachable_only=False):
+    """The human report. reachable_only: the hazards something in the child can reach, and
+    one line counting the others (the record lists them all; `forkaudit report` shows them)."""
     hazards = event.get("hazards", [])
+    hidden = 0
+    if reachable_only:
+        shown = [h for h in hazards if h.get("reach") != "unreachable"]
+        hidden, hazards = len(hazards) - len(shown), shown
+        event = dict(event, hazards=shown)
     reinit = event.get("reinitialized", [])
     lines = []
     n = len(hazards)
@@ -226,6 +233,12 @@ def text(event):
     for i, h in enumerate(hazards, 1):
         lines.append("")
         lines.extend(hazard_lines(i, h))
+    if hidden:
+        lines.append("")
+        lines.append("  and %s that nothing in the child can reach (only the vanished threads' own frames led "
+                     "to %s): not a hazard; the JSON record lists %s" % (
+                         "1 more lock held at the fork" if hidden == 1 else "%d more locks held at the fork" % hidden,
+                         "it" if hidden == 1 else "them", "it" if hidden == 1 else "them"))
     ft = event.get("forking_thread") or {}
     lines.append("")
     lines.append("  fork called from thread %r (native id %s):" % (ft.get("name"), ft.get("native_id")))

@@ -91,3 +91,26 @@ def test_human_report_order_and_content():
                                      'File "app.py", line 12, in put', "fork called from thread 'MainThread'",
                                      "reset in the child", "reset by logging", "fix:")]
     assert order == sorted(order)
+
+
+def _event(kind, origin_stack):
+    hazard = {"kind": kind, "owner": {"native_id": 11, "name": "w"}, "object": {"type": "?", "path": None},
+              "address": "0x10", "library": None, "symbol": None, "held_at": None, "by": None, "why": "held",
+              "reach": "c-heap" if kind == "pthread_mutex" else "global"}
+    return {"pid": 20, "parent_pid": 10, "policy": "warn", "side": "child", "threads": [], "reinitialized": [],
+            "forking_thread": {"native_id": 10, "name": "MainThread", "stack": origin_stack}, "hazards": [hazard]}
+
+
+RAW_FORK = [{"file": "/srv/app.py", "line": 3, "function": "main"}]
+POOL_FORK = RAW_FORK + [{"file": "/usr/lib/python3.12/multiprocessing/popen_fork.py", "line": 66,
+                         "function": "_launch"}]
+
+
+@pytest.mark.parametrize("kind", ["pthread_mutex", "python_internal", "python_lock"])
+def test_fix_line_for_a_raw_os_fork_gives_no_start_method_advice(kind):
+    # a raw os.fork has no start method to change: the advice is about this fork
+    [raw] = render.advice(_event(kind, RAW_FORK))
+    assert "forkserver" not in raw and "start method" not in raw and raw.startswith("fix: "), raw
+    # positive control: the same hazard in a multiprocessing Pool's fork gets the start method
+    [pool] = render.advice(_event(kind, POOL_FORK))
+    assert "forkserver" in pool, pool

@@ -276,3 +276,98 @@ def test_seed_example_hung_worker_names_the_queue_mutex(tmp_path):
     if mutex["owner"] is not None:   # the chatty thread or the listener's: a thread of the parent
         assert mutex["owner"]["native_id"] in [t["native_id"] for t in hung["threads"]], mutex
     assert "forkaudit:" not in proc.stderr       # policy record: JSON only
+
+
+# --- policy 'warn' speaks only where the child can reach the lock (issue 9) ---------------------
+# Three shapes of the same held lock, each forked under 'warn' with a child that does not touch
+# it; the parent's ForkHazardWarning, the child's printed report and its JSON record are read.
+
+WARN_SHAPES = {
+    # positive controls: the lock lives in module state the child can run into
+    "global-instance": '''
+class Svc:
+    def __init__(self):
+        self.lock = threading.Lock()
+    def work(self, held, release):
+        with self.lock:
+            held.set()
+            release.wait(60)
+SVC = Svc()
+busy, busy_release = hold_in_thread("busy", SVC.work)
+''',
+    "local-kept-global": '''
+KEEP = []
+def enter(held, release):
+    lock = threading.Lock()
+    KEEP.append(lock)
+    with lock:
+        held.set()
+        release.wait(60)
+busy, busy_release = hold_in_thread("busy", enter)
+''',
+    # nothing in the child leads to the lock: only the vanished thread's frame held it
+    "local-only": '''
+def enter(held, release):
+    lock = threading.Lock()
+    with lock:
+        held.set()
+        release.wait(60)
+busy, busy_release = hold_in_thread("busy", enter)
+''',
+    # the object re-creates its lock in an after-fork hook (opentelemetry's shape)
+    "replaced-by-hook": '''
+class Svc:
+    def __init__(self):
+        self.lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._reset)
+    def _reset(self):
+        self.lock = threading.Lock()
+    def work(self, held, release):
+        with self.lock:
+            held.set()
+            release.wait(60)
+SVC = Svc()
+busy, busy_release = hold_in_thread("busy", SVC.work)
+''',
+}
+
+
+@pytest.mark.parametrize("shape", sorted(WARN_SHAPES))
+def test_warn_says_nothing_of_a_lock_the_child_cannot_reach(fa_program, shape):
+    result = fa_program(QUIET_PARENT + WARN_SHAPES[shape] + '''
+pid, code, caught = fork_noting_warnings()
+emit(pid=pid, code=code, warnings=caught)
+''', policy="warn")
+    assert result.returncode == 0, result
+    facts = result.facts
+    assert facts["code"] == 0
+    [rec] = result.children
+    [h] = rec["hazards"]          # the record always lists the lock, with the facts
+    assert h["owner"]["name"] == "busy", h
+    printed = result.stderr.count("forkaudit: fork of pid")
+    if shape in ("global-instance", "local-kept-global"):
+        assert h["reach"] == "global", h
+        assert printed == 1, result.stderr
+        # the parent proves it too: the lock was held through module state, and no after-fork
+        # hook outside the standard library could reset it
+        [(category, _, message, _)] = facts["warnings"]
+        assert category == "ForkHazardWarning" and message.startswith("fork while thread 'busy' holds"), message
+    else:
+        assert h["reach"] == "unreachable", h
+        assert printed == 0 and "forkaudit" not in result.stderr, result.stderr
+        assert facts["warnings"] == [], facts
+
+
+def test_warn_report_counts_the_unreachable_locks_it_does_not_show(fa_program):
+    result = fa_program(QUIET_PARENT + HOLD + WARN_SHAPES["local-only"].replace("busy", "quiet") + '''
+pid, code, caught = fork_noting_warnings()
+emit(pid=pid, code=code)
+''', policy="warn")
+    assert result.returncode == 0, result
+    [rec] = result.children
+    assert sorted(h["reach"] for h in rec["hazards"]) == ["global", "unreachable"], rec["hazards"]
+    err = result.stderr
+    assert err.count("forkaudit: fork of pid") == 1, err
+    assert "1 lock is held by threads that do not exist in the child" in err, err
+    assert "[1] python_lock __main__.LOCK" in err and "[2]" not in err, err
+    assert "and 1 more lock held at the fork that nothing in the child can reach" in err, err
