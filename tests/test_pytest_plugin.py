@@ -255,3 +255,17 @@ def test_no_fork_loads_no_flow(pytester, run):
     result = run("--forkaudit")
     result.assert_outcomes(passed=2)
     assert "forkaudit: 0 hazardous forks in 0 tests; 1 fork audited" in result.stdout.str()
+
+
+# a lock only the holding thread's own frame leads to: the child cannot reach it
+UNREACHABLE = FORKS.replace("    def hold():\n        with LOCK:", "    def hold():\n        mine = threading.Lock()\n        with mine:")
+
+
+def test_a_lock_the_child_cannot_reach_fails_no_test(pytester, run):
+    pytester.makepyfile(test_forks=UNREACHABLE.format(marker=""))
+    result = run("--forkaudit")
+    result.assert_outcomes(passed=2)
+    assert "owner: thread 'lock-holder'" not in result.stdout.str()
+    # positive control, in the same run shape: the module global fails its test (FORKS)
+    pytester.makepyfile(test_forks=FORKS.format(marker=""))
+    run("--forkaudit").assert_outcomes(failed=1, passed=1)
