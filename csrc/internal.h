@@ -21,6 +21,7 @@ struct fa_state {
     int npytypes;
     uint64_t pytypes[FA_MAX_PYTYPES];   /* Python lock types (ob_type values) */
     int32_t pykinds[FA_MAX_PYTYPES];    /* FA_PYLOCK_* of each */
+    int32_t buf_lock_off, buf_owner_off; /* a buffered IO object's lock and owner fields (0: unknown) */
     fa_pylock pylocks[FA_MAX_PYLOCKS];
     fa_scan_stats stats;
     uint64_t budget_ms, budget_bytes;   /* the child-side scan's budgets (0: none) */

@@ -205,10 +205,12 @@ struct pyread {
     uint32_t sem;
 };
 
-/* Read and validate one candidate: 1 a lock object, 0 not. Runs under the probe guard. */
-FA_NO_SANITIZE __attribute__((noinline)) static int read_pylock(uintptr_t obj, int rlock, struct pyread *r) {
+/* Read and validate one candidate: 1 a lock object, 0 not. Runs under the probe guard.
+ * kind: FA_PYLOCK_*; a buffered IO object's lock and owner are at fa_g.buf_*_off. */
+FA_NO_SANITIZE __attribute__((noinline)) static int read_pylock(uintptr_t obj, int kind, struct pyread *r) {
+    uintptr_t lock_off = kind == FA_PYLOCK_BUFFERED ? (uintptr_t)fa_g.buf_lock_off : PY_LOCK_OFFSET;
     uint64_t refcnt = *(const volatile uint64_t *)obj;
-    uint64_t sem = *(const volatile uint64_t *)(obj + PY_LOCK_OFFSET), data;
+    uint64_t sem = *(const volatile uint64_t *)(obj + lock_off), data;
     uint32_t priv, value, nwaiters;
     if (refcnt == 0 || refcnt >= PY_MAX_REFCNT || sem == 0 || (sem & 7) != 0)
         return 0;
@@ -221,24 +223,29 @@ FA_NO_SANITIZE __attribute__((noinline)) static int read_pylock(uintptr_t obj, i
         return 0;
     r->sem = value;
     r->owner = r->count = 0;
-    if (rlock) {
+    if (kind == FA_PYLOCK_RLOCK) {
         r->owner = *(const volatile uint64_t *)(obj + PY_RLOCK_OWNER_OFFSET);
         r->count = *(const volatile uint64_t *)(obj + PY_RLOCK_COUNT_OFFSET);
         /* the GIL is held around every change of owner and count: both set or both clear;
          * free, both clear. Taken with neither set: acquired, waiting for the GIL. */
         if ((r->owner == 0) != (r->count == 0) || (value == 1 && r->owner != 0) || r->count >= (1ull << 32))
             return 0;
+    } else if (kind == FA_PYLOCK_BUFFERED) {
+        /* set right after the lock is taken, cleared before it is released */
+        r->owner = *(const volatile uint64_t *)(obj + (uintptr_t)fa_g.buf_owner_off);
+        if (value == 1 && r->owner != 0)
+            return 0;
     }
     return 1;
 }
 
-static int guarded_read_pylock(uintptr_t obj, int rlock, struct pyread *r) {
+static int guarded_read_pylock(uintptr_t obj, int kind, struct pyread *r) {
     if (sigsetjmp(probe_jump, 0) != 0) {
         fa_g.stats.pylock_faults++;
         return 0;
     }
     probing = 1;
-    if (!read_pylock(obj, rlock, r)) {
+    if (!read_pylock(obj, kind, r)) {
         probing = 0;
         return 0;
     }
@@ -248,15 +255,21 @@ static int guarded_read_pylock(uintptr_t obj, int rlock, struct pyread *r) {
 
 /* p: the address of a word equal to registered type t, 8-aligned, inside mapping m. */
 static void check_pylock(uintptr_t p, int t, const mapping *m) {
-    uintptr_t obj = p - PY_TYPE_OFFSET, state = (uintptr_t)&fa_g;
-    int rlock = fa_g.pykinds[t] == FA_PYLOCK_RLOCK;
+    uintptr_t obj = p - PY_TYPE_OFFSET, state = (uintptr_t)&fa_g, size;
+    int kind = fa_g.pykinds[t];
     struct pyread r;
     fa_pylock *h;
-    if (p < m->start + PY_TYPE_OFFSET || obj + (rlock ? PY_RLOCK_SIZE : PY_LOCK_SIZE) > m->end)
+    if (kind == FA_PYLOCK_BUFFERED) {
+        if (fa_g.buf_lock_off <= 0 || fa_g.buf_owner_off <= 0)
+            return; /* layout unknown */
+        size = (uintptr_t)(fa_g.buf_lock_off > fa_g.buf_owner_off ? fa_g.buf_lock_off : fa_g.buf_owner_off) + 8;
+    } else
+        size = kind == FA_PYLOCK_RLOCK ? PY_RLOCK_SIZE : PY_LOCK_SIZE;
+    if (p < m->start + PY_TYPE_OFFSET || obj + size > m->end)
         return;
     if (p >= state && p < state + sizeof fa_g)
         return; /* our own copy of the types */
-    if (!guarded_read_pylock(obj, rlock, &r))
+    if (!guarded_read_pylock(obj, kind, &r))
         return;
     if (r.sem != 0) {
         fa_g.stats.pylocks_free++;
@@ -290,6 +303,13 @@ void fa_set_pylock_types(const uint64_t *types, const int32_t *kinds, int n) {
         fa_g.pykinds[i] = n ? kinds[0] : 0;
     }
     fa_g.npytypes = n;
+}
+
+void fa_set_buffered_layout(int lock_offset, int owner_offset) {
+    int ok = lock_offset > PY_TYPE_OFFSET && owner_offset > PY_TYPE_OFFSET && lock_offset < 512 &&
+             owner_offset < 512 && lock_offset % 8 == 0 && owner_offset % 8 == 0 && lock_offset != owner_offset;
+    fa_g.buf_lock_off = ok ? lock_offset : 0;
+    fa_g.buf_owner_off = ok ? owner_offset : 0;
 }
 
 int fa_pylocks(fa_pylock *out, int max) {
@@ -326,7 +346,7 @@ FA_NO_SANITIZE static void exact(const uint32_t *w, size_t count, const mapping 
 }
 
 /* The portable hot loop: a branch-free test over 64-byte blocks, then an exact look at the
- * rare blocks that pass. NPY (a constant where it is inlined: 0, 2 or 4) Python lock types
+ * rare blocks that pass. NPY (a constant where it is inlined: 0, 2, 4 or 6) Python lock types
  * are tested besides the TID range. */
 #if defined(__GNUC__)
 /* GCC/Clang generic vectors: SSE2 on any x86_64, NEON on aarch64. x - lo <= span per lane;
@@ -342,7 +362,9 @@ prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m, const struct
     const fa_v4u vlo = {r->lo, r->lo, r->lo, r->lo}, vspan = {r->span, r->span, r->span, r->span};
     const uint32_t a = (uint32_t)r->types[0], b = (uint32_t)r->types[1];
     const uint32_t c = (uint32_t)r->types[2], d = (uint32_t)r->types[3];
+    const uint32_t e = (uint32_t)r->types[4], f = (uint32_t)r->types[5];
     const fa_v4u t0 = {a, a, a, a}, t1 = {b, b, b, b}, t2 = {c, c, c, c}, t3 = {d, d, d, d};
+    const fa_v4u t4 = {e, e, e, e}, t5 = {f, f, f, f};
     const fa_v4u even = {~0u, 0, ~0u, 0};
     size_t i;
     unsigned k;
@@ -355,6 +377,8 @@ prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m, const struct
                 acc |= (fa_v4u)(x == t0) | (fa_v4u)(x == t1);
             if (NPY >= 4)
                 acc |= (fa_v4u)(x == t2) | (fa_v4u)(x == t3);
+            if (NPY >= 6)
+                acc |= (fa_v4u)(x == t4) | (fa_v4u)(x == t5);
         }
         acc &= even;
         if (acc[0] | acc[2])
@@ -391,7 +415,9 @@ FA_NO_SANITIZE static size_t prefilter_portable(const uint32_t *w, size_t n, con
         return prefilter_portable_n(w, n, m, r, 0);
     if (r->npy <= 2)
         return prefilter_portable_n(w, n, m, r, 2);
-    return prefilter_portable_n(w, n, m, r, 4);
+    if (r->npy <= 4)
+        return prefilter_portable_n(w, n, m, r, 4);
+    return prefilter_portable_n(w, n, m, r, 6);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -406,6 +432,7 @@ prefilter_avx2_n(const uint32_t *w, size_t n, const mapping *m, const struct ran
     const __m256i vlo = _mm256_set1_epi32((int)r->lo), vspan = _mm256_set1_epi32((int)r->span);
     const __m256i t0 = _mm256_set1_epi64x((long long)r->types[0]), t1 = _mm256_set1_epi64x((long long)r->types[1]);
     const __m256i t2 = _mm256_set1_epi64x((long long)r->types[2]), t3 = _mm256_set1_epi64x((long long)r->types[3]);
+    const __m256i t4 = _mm256_set1_epi64x((long long)r->types[4]), t5 = _mm256_set1_epi64x((long long)r->types[5]);
     /* lanes 0, 2, 4, 6: the 8-aligned words, the only ones exact() looks at (a 64-bit
      * equality sets both halves) */
     const __m256i even = _mm256_set_epi32(0, -1, 0, -1, 0, -1, 0, -1);
@@ -421,6 +448,8 @@ prefilter_avx2_n(const uint32_t *w, size_t n, const mapping *m, const struct ran
                 acc = _mm256_or_si256(acc, _mm256_or_si256(_mm256_cmpeq_epi64(x, t0), _mm256_cmpeq_epi64(x, t1)));
             if (NPY >= 4)
                 acc = _mm256_or_si256(acc, _mm256_or_si256(_mm256_cmpeq_epi64(x, t2), _mm256_cmpeq_epi64(x, t3)));
+            if (NPY >= 6)
+                acc = _mm256_or_si256(acc, _mm256_or_si256(_mm256_cmpeq_epi64(x, t4), _mm256_cmpeq_epi64(x, t5)));
         }
         if (!_mm256_testz_si256(acc, even))
             exact(w + i, AVX2_WORDS, m, r);
@@ -435,7 +464,9 @@ FA_NO_SANITIZE __attribute__((target("avx2"))) static size_t prefilter_avx2(cons
         return prefilter_avx2_n(w, n, m, r, 0);
     if (r->npy <= 2)
         return prefilter_avx2_n(w, n, m, r, 2);
-    return prefilter_avx2_n(w, n, m, r, 4);
+    if (r->npy <= 4)
+        return prefilter_avx2_n(w, n, m, r, 4);
+    return prefilter_avx2_n(w, n, m, r, 6);
 }
 
 static int have_avx2(void) {

@@ -18,12 +18,13 @@
 #define FA_MAX_HITS 512
 #define FA_COMM_LEN 16
 #define FA_MAX_REJECT 8
-#define FA_MAX_PYTYPES 4
+#define FA_MAX_PYTYPES 6
 #define FA_MAX_PYLOCKS 1024
 
 /* what a registered Python lock type is (fa_set_pylock_types) */
 #define FA_PYLOCK_LOCK 1
 #define FA_PYLOCK_RLOCK 2
+#define FA_PYLOCK_BUFFERED 3 /* _io.BufferedWriter/Reader/Random: their internal lock (fa_set_buffered_layout) */
 
 /* how the scan told written pages from the rest (fa_scan_stats.residency) */
 #define FA_RES_NONE 0
@@ -82,7 +83,8 @@ typedef struct {
 /* A CPython lock object found held by the scan (see fa_set_pylock_types). */
 typedef struct {
     uint64_t addr;     /* the object (its id()) */
-    uint64_t owner;    /* RLock: rlock_owner, the owner's thread ident (0: taken, not yet owned); lock: 0 */
+    uint64_t owner;    /* RLock: rlock_owner, the owner's thread ident (0: taken, not yet owned); lock: 0;
+                          buffered IO object: its owner ident (0: taken, not yet set) */
     uint64_t count;    /* RLock: rlock_count; lock: 0 */
     int32_t type;      /* index of its type in the registered types */
     uint32_t sem;      /* the value of its semaphore: 0, taken */
@@ -127,6 +129,11 @@ void fa_set_reject(const uint64_t *reject, int nreject);
  * (forkaudit/cpython_layout.py). An object is recorded when its ob_type word is one of the
  * types, its refcount is in (0, 2^40), and its semaphore reads as a valid sem_t taken. */
 void fa_set_pylock_types(const uint64_t *types, const int32_t *kinds, int n);
+/* Where a buffered IO object keeps its PyThread lock (a glibc sem_t *) and the ident of the
+ * thread holding it (CPython's "lock" and "owner" fields, found and verified at import by
+ * forkaudit/cpython_layout.py): byte offsets from the object, 8-aligned, < 512. Types of kind
+ * FA_PYLOCK_BUFFERED are recorded held (owner: that ident, count 0) only once this is set. */
+void fa_set_buffered_layout(int lock_offset, int owner_offset);
 /* The held Python lock objects of the last scan (the count, even when max is smaller). */
 int fa_pylocks(fa_pylock *out, int max);
 /* In the child: the threads recorded at the fork (vanished ones) and the forking thread. */

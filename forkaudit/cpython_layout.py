@@ -104,15 +104,25 @@ def pylock_types():
         out.append((type(_thread.allocate_lock()), "lock"))
         if _verify_rlock():
             out.append((_thread.RLock, "rlock"))
+        if buffered_offsets is not None:
+            out.extend((t, "buffered") for t in BUFFERED_TYPES)
     return out
 
 
 def register_pylock_types():
     """Make the child-side C scan find held instances of the verified lock types
-    (native.set_pylock_types). The types registered, in type_index order."""
+    (native.set_pylock_types), and buffered IO objects whose internal lock is held where
+    their layout is known. The types registered, in type_index order."""
+    global registered_kinds
     types = pylock_types()
+    if buffered_offsets is not None:
+        native.set_buffered_layout(*buffered_offsets)
     native.set_pylock_types([id(t) for t, _ in types], [k for _, k in types])
+    registered_kinds = tuple(k for _, k in types)
     return [t for t, _ in types]
+
+
+registered_kinds = ()   # the kind of each registered type, in type_index order
 
 
 def semaphore_address(lock):
@@ -122,12 +132,13 @@ def semaphore_address(lock):
     return int(native.ffi.cast("uint64_t *", id(lock) + LOCK_POINTER_OFFSET)[0]) or None
 
 
-def taken_at(address):
-    """The same question for a lock object known only by its address (the C scan's discovery),
-    read fault-safely: True/False, or None when it cannot be read."""
-    if not verified:
+def taken_at(address, buffered=False):
+    """The same question for a lock object (buffered: a buffered IO object's internal lock)
+    known only by its address (the C scan's discovery), read fault-safely: True/False, or None
+    when it cannot be read."""
+    if not verified or (buffered and buffered_offsets is None):
         return None
-    raw = native.read(address + LOCK_POINTER_OFFSET, 8)
+    raw = native.read(address + (buffered_offsets[0] if buffered else LOCK_POINTER_OFFSET), 8)
     pointer = int.from_bytes(raw, "little") if raw else 0
     raw = native.read(pointer, 4) if pointer else None
     return None if raw is None else int.from_bytes(raw, "little") == 0

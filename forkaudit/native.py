@@ -81,13 +81,14 @@ def set_reject(reject):
         lib.fa_set_reject(ids, min(len(reject), 8))
 
 
-PYLOCK_KINDS = {"lock": 1, "rlock": 2}
+PYLOCK_KINDS = {"lock": 1, "rlock": 2, "buffered": 3}
 
 
 def set_pylock_types(ids, kinds=None):
     """The CPython lock types whose held instances the child-side scan also finds, in the
     same pass as C-level locks (set once; [] turns it off): ids are id() of the types, at most
-    4; kinds "lock" (_thread.lock) or "rlock" (_thread.RLock) for each, by default "rlock" for
+    6; kinds "lock" (_thread.lock), "rlock" (_thread.RLock) or "buffered" (a buffered IO type:
+    its internal lock, at set_buffered_layout's offsets) for each, by default "rlock" for
     id(_thread.RLock) and "lock" for any other. The index of a type in ids is the type_index
     of held_python_locks(). Call cpython_layout.register_pylock_types() instead: it registers
     only the types whose layout it verified. The number registered."""
@@ -103,11 +104,19 @@ def set_pylock_types(ids, kinds=None):
     return len(ids)
 
 
+def set_buffered_layout(lock_offset, owner_offset):
+    """Where a buffered IO object's lock pointer and owner ident are (cpython_layout finds
+    and verifies them): the scan then records held instances of "buffered" types."""
+    if lib is not None:
+        lib.fa_set_buffered_layout(int(lock_offset), int(owner_offset))
+
+
 def held_python_locks():
     """The CPython lock objects the last child-side scan found held (their semaphore taken):
     [(address, type_index, owner_ident, count)]. address is the object's id(); type_index its
     type's index in set_pylock_types(); for an RLock owner_ident/count are its rlock_owner and
-    rlock_count (0, 0: taken by a thread not yet back from acquire()), for a lock 0, 0. Every
+    rlock_count (0, 0: taken by a thread not yet back from acquire()), for a lock 0, 0, for a
+    buffered IO object the ident of the thread holding its internal lock (0: not yet set), 0. Every
     held one, whoever holds it (the forking thread's own too)."""
     if lib is None:
         return []

@@ -311,14 +311,16 @@ def _worth_a_walk(snap):
     for lock_id, c in snap.candidates.items():
         if c.state.locked and lock_id not in private and c.owners != [snap.forking]:
             return True
-    for t in snap.by_ident.values():
-        if t is snap.forking:
-            continue
-        # a thread inside a C call of its own code (a write to a buffered file, say) may hold
-        # an internal lock no lock object shows: only threads parked in the standard
-        # library's waits are known to hold none beyond what the scan sees
-        if t.stack and not t.stack[-1]["file"].replace("\\", "/").endswith(PARKING_FILES):
-            return True
+    kinds = cpython_layout.registered_kinds
+    if "buffered" not in kinds:
+        for t in snap.by_ident.values():
+            if t is snap.forking:
+                continue
+            # a thread inside a C call of its own code (a write to a buffered file, say) may
+            # hold a buffered file's internal lock, which the scan does not discover here: only
+            # threads parked in the standard library's waits are known to hold none
+            if t.stack and not t.stack[-1]["file"].replace("\\", "/").endswith(PARKING_FILES):
+                return True
     for name in ("stdout", "stderr", "stdin", "__stdout__", "__stderr__"):
         # buffered files' internal locks are not lock objects the scan knows: the standard
         # streams (the ones a thread blocks on, writing to a full pipe) are checked directly
@@ -334,10 +336,11 @@ def _worth_a_walk(snap):
         return True
     own = {id(h.lock) for c in snap.candidates.values() for h in c.held.values()
            if snap.forking in c.owners}
-    for address, _type_index, owner, _count in discovery["held"]:
+    for address, type_index, owner, _count in discovery["held"]:
         if address in own or address in private or (owner and owner == snap.forking.ident):
             continue
-        if cpython_layout.taken_at(address) is not False:
+        buffered = type_index < len(kinds) and kinds[type_index] == "buffered"
+        if cpython_layout.taken_at(address, buffered) is not False:
             return True   # still held now, after every at-fork handler (or unreadable: look)
     return False
 

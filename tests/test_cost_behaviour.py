@@ -187,7 +187,35 @@ if HOLD:
     held = threading.Event()
     threading.Thread(target=holder, args=(held,), name="lock-holder", daemon=True).start()
     held.wait(10)
-while len(ready) < 2:
+def busy():
+    n = 0
+    ready.append(1)
+    while not stop.is_set():   # the program's own code, running: no lock held
+        n += 1
+
+WRITE = {"x86_64": "1", "aarch64": "64"}[os.uname().machine]
+def writer(stream, size):
+    stream.write(b"x" * (size + (1 << 17)))   # more than the pipe holds: blocks in write()
+
+expected = 2
+if BUSY:
+    threading.Thread(target=busy, name="busy", daemon=True).start()
+    expected += 1
+if WRITER:   # a thread blocked writing to a full pipe holds its BufferedWriter's lock
+    import fcntl
+    pipe_r, pipe_w = os.pipe()
+    stream = os.fdopen(pipe_w, "wb", buffering=1 << 16)
+    w = threading.Thread(target=writer, args=(stream, fcntl.fcntl(pipe_w, 1032)), name="writer", daemon=True)
+    w.start()
+    def in_write():
+        try:
+            with open("/proc/self/task/%d/syscall" % w.native_id) as f:
+                return f.read().split()[0] == WRITE
+        except (OSError, IndexError, TypeError):
+            return False
+    while not in_write():
+        threading.Event().wait(0.001)
+while len(ready) < expected:
     threading.Event().wait(0.001)
 
 def fork_and_count():
@@ -221,7 +249,8 @@ stop.set()
 @walk_counter
 @pytest.mark.parametrize("hold", [False, True], ids=["clean-fork", "control-lock-held"])
 def test_a_clean_forks_child_walks_nothing(run_python, tmp_path, hold):
-    result = run_python("HOLD, UNLOAD = %r, False\n" % hold + WALK_COUNT, env=env_for(tmp_path), timeout=120)
+    result = run_python("HOLD, UNLOAD, BUSY, WRITER = %r, False, False, False\n" % hold + WALK_COUNT,
+                        env=env_for(tmp_path), timeout=120)
     assert result.returncode == 0, result
     parent, child = result_line(result, "walks")
     assert len(result.children) == 2, result          # both forks were audited
@@ -240,8 +269,29 @@ def test_a_clean_forks_child_walks_nothing(run_python, tmp_path, hold):
 def test_control_a_child_that_must_import_is_seen_importing(run_python, tmp_path):
     # the positive control of the clean fork's "imports nothing": with json unloaded from the
     # parent just before the fork, the child's audit imports it to write its record
-    result = run_python("HOLD, UNLOAD = False, True\n" + WALK_COUNT, env=env_for(tmp_path), timeout=120)
+    result = run_python("HOLD, UNLOAD, BUSY, WRITER = False, True, False, False\n" + WALK_COUNT, env=env_for(tmp_path), timeout=120)
     assert result.returncode == 0, result
     assert len(result.children) == 2, result
     assert "json" in result_line(result, "imported"), result.stdout
 
+
+
+@walk_counter
+@pytest.mark.c_level
+@pytest.mark.parametrize("writer", [False, True], ids=["busy-thread", "control-blocked-buffered-writer"])
+def test_a_busy_thread_does_not_make_a_clean_fork_walk(run_python, tmp_path, writer):
+    """A thread running the program's own code holds nothing the scan does not see: the scan
+    also discovers buffered files whose internal lock is held, so the fork stays clean. The
+    control: a thread blocked writing to a full pipe through a BufferedWriter holds that
+    object's lock, so the child walks and names it (python_internal)."""
+    result = run_python("HOLD, UNLOAD, BUSY, WRITER = False, False, True, %r\n" % writer + WALK_COUNT,
+                        env=env_for(tmp_path), timeout=120)
+    assert result.returncode == 0, result
+    parent, child = result_line(result, "walks")
+    hazards = result.children[-1]["hazards"]
+    if not writer:
+        assert child == parent, (parent, child)
+        assert hazards == [], hazards
+    else:
+        assert child > parent, (parent, child)
+        assert [(h["kind"], h["owner"]["name"]) for h in hazards] == [("python_internal", "writer")], hazards

@@ -108,7 +108,7 @@ def child():
 fork_and(child)
 ''', env=env_for(prefilter), timeout=60)
     f = facts(r)
-    assert f["types"] == ["lock", "RLock"]
+    assert f["types"] == ["lock", "RLock", "BufferedWriter", "BufferedReader", "BufferedRandom"]
     assert f["ran"] and f["complete"]
     held = {name: (ti, owner, count) for name, ti, owner, count in f["held"]}
     # positives: a lock taken in a returned frame, an RLock held twice, the forker's own lock
@@ -234,3 +234,52 @@ fork_and(child)
     assert 3 <= f["after_release"][2] < 10
     assert f["libs"] == [True, False]
     assert f["none"] == [False, False, 0]
+
+
+@pytest.mark.parametrize("prefilter", ["avx2", "portable"])
+def test_buffered_file_locks_held_by_a_blocked_writer_are_found(run_python, prefilter):
+    """A thread blocked writing to a full pipe through a BufferedWriter holds that object's
+    internal lock: found, with the writer's ident; a BufferedWriter on another pipe that
+    nobody is writing (a negative control beside it) is not."""
+    r = run_python(PRELUDE + r'''
+import fcntl
+full_r, full_w = os.pipe()
+spare_r, spare_w = os.pipe()
+blocked = os.fdopen(full_w, "wb", buffering=1 << 16)
+spare = os.fdopen(spare_w, "wb", buffering=1 << 16)
+spare.write(b"y" * 10)          # buffered, not flushed: its lock is free
+size = fcntl.fcntl(full_w, 1032)   # F_GETPIPE_SZ
+writer_info = {}
+def writer():
+    writer_info["ident"] = threading.get_ident()
+    blocked.write(b"x" * (size + (1 << 17)))   # more than the pipe holds: blocks in write()
+writer_thread = threading.Thread(target=writer, name="writer", daemon=True)
+writer_thread.start()
+WRITE = {"x86_64": "1", "aarch64": "64"}[os.uname().machine]
+def blocked_in_write():   # the kernel says so: asleep inside write(2)
+    try:
+        with open("/proc/self/task/%d/syscall" % writer_thread.native_id) as f:
+            return f.read().split()[0] == WRITE
+    except (OSError, IndexError):
+        return False
+import time
+deadline = time.monotonic() + 10
+while not (writer_thread.native_id and blocked_in_write()):
+    assert time.monotonic() < deadline, "the writer never blocked"
+    time.sleep(0.01)
+def names():
+    return {id(blocked): "blocked", id(spare): "spare", id(taken): "taken", id(mine): "mine", id(rl): "rl"}
+def child():
+    native.scan_now("full", [info["tid"], writer_thread.native_id])
+    d = native.python_discovery()
+    named = names()
+    print("@@" + json.dumps({"held": [[named.get(a, hex(a)), TYPES[ti].__name__, o] for a, ti, o, c in d["held"]],
+                             "complete": d["complete"], "writer": writer_info["ident"]}), flush=True)
+fork_and(child)
+''', env=env_for(prefilter), timeout=60)
+    f = facts(r)
+    assert f["complete"]
+    held = {name: (type_name, owner) for name, type_name, owner in f["held"] if not name.startswith("0x")}
+    assert held.get("blocked") == ("BufferedWriter", f["writer"]), f["held"]
+    assert "spare" not in held, f["held"]
+    assert {"taken", "mine", "rl"} <= set(held), f["held"]   # the locks beside it still found
