@@ -171,9 +171,12 @@ def _after_in_child_first():
             _wd.child_stage(_wd.STAGE_PY)  # the parent's watch: this child reached Python
         except Exception as e:  # noqa: BLE001
             _fail("the watchdog", e)
+    pending = _pending.get(me)
     if _wd is not None and _settings is not None:
         try:
-            _wd.arm_child(_settings)  # watchdog: the child's at-fork hooks run from here
+            # watchdog: the child's at-fork hooks run from here. A child that execs next (its
+            # hooks watched from the parent all the same) only forgets the parent's frames.
+            _wd.arm_child(_settings, watch=not (pending and pending[-1].execs))
         except Exception as e:  # noqa: BLE001
             _fail("the watchdog", e)
 

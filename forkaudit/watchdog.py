@@ -160,16 +160,17 @@ def child_stage(stage):
 
 STAGE_PY, STAGE_DONE = 2, 3
 
-def arm_child(settings):
+def arm_child(settings, watch=True):
     """First after-in-child hook: watch the child's at-fork hooks (_fork_caller, from the
-    parent's head hook, stays until the audit: it tells which frame is a hook's)."""
+    parent's head hook, stays until the audit: it tells which frame is a hook's). watch
+    False: only forget the other threads' queued frames (a child that execs next)."""
     global _fork_caller
     me = threading.get_ident()   # (a thread's ident is the same in the child; its native id is not)
     for ident, frame in list(_queued_callers.values()):
         if ident == me:
             _fork_caller = frame   # this fork was queued in the parent: its caller, not the watched one's
     _queued_callers.clear()   # the other threads' frames: threads that do not exist here
-    if not available() or not settings.watchdog:
+    if not watch or not available() or not settings.watchdog:
         return False
     return native.lib.fa_wd_arm_child(tenths(settings), _policy(settings)) == 0
 

@@ -295,3 +295,34 @@ def test_a_busy_thread_does_not_make_a_clean_fork_walk(run_python, tmp_path, wri
     else:
         assert child > parent, (parent, child)
         assert [(h["kind"], h["owner"]["name"]) for h in hazards] == [("python_internal", "writer")], hazards
+
+
+# ---- a child that execs next arms no timer of its own -----------------------------------------
+# /proc/self/timers lists a process's POSIX timers: the child watchdog's is made by forkaudit's
+# first after-in-child hook. In a subprocess's preexec_fn (after every at-fork hook, just
+# before the exec) there is none; in a plain fork's child (the control) there is one.
+CHILD_TIMERS = r'''
+import os, subprocess, threading
+def timers():
+    with open("/proc/self/timers") as f:
+        return sum(1 for line in f if line.startswith("ID:"))
+r, w = os.pipe()
+def preexec():
+    os.write(w, b"%d\n" % timers())
+subprocess.run(["true"], preexec_fn=preexec, check=True)
+pid = os.fork()
+if pid == 0:
+    os.write(w, b"%d\n" % timers())
+    os._exit(0)
+os.waitpid(pid, 0)
+os.close(w)
+print("timers", [int(x) for x in os.read(r, 100).split()])
+'''
+
+
+def test_a_child_that_execs_next_arms_no_watchdog_timer(run_python, tmp_path):
+    result = run_python(CHILD_TIMERS, env=env_for(tmp_path), timeout=60)
+    assert result.returncode == 0, result
+    exec_child, plain_child = result_line(result, "timers")
+    assert exec_child == 0, result.stdout
+    assert plain_child >= 1, result.stdout   # control: the plain fork's child arms its watch
