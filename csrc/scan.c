@@ -319,10 +319,14 @@ int fa_pylocks(fa_pylock *out, int max) {
     return fa_g.stats.pylocks;
 }
 
-/* What one pass looks for: owner TIDs in [lo, lo + span], and npy Python lock types. */
+/* What one pass looks for: owner TIDs in [lo, lo + span], and npy Python lock types. The
+ * prefilter tests types by equality of their low halves, except that with trange the types
+ * from index 2 on (the buffered IO types: one module's, a few KB apart) are tested as one
+ * range of low halves [tlo, tlo + tspan]; exact() compares every type whole. */
 struct range {
     uint32_t lo, span;
-    int npy;
+    int npy, trange;
+    uint32_t tlo, tspan;
     uint64_t types[FA_MAX_PYTYPES];
 };
 
@@ -347,7 +351,7 @@ FA_NO_SANITIZE static void exact(const uint32_t *w, size_t count, const mapping 
 
 /* The portable hot loop: a branch-free test over 64-byte blocks, then an exact look at the
  * rare blocks that pass. NPY (a constant where it is inlined: 0, 2, 4 or 6) Python lock types
- * are tested besides the TID range. */
+ * are tested besides the TID range, and with TR the range of the buffered IO types. */
 #if defined(__GNUC__)
 /* GCC/Clang generic vectors: SSE2 on any x86_64, NEON on aarch64. x - lo <= span per lane;
  * a type is tested on its low half only (64-bit lane compares need SSE4.1), exact()
@@ -358,8 +362,9 @@ typedef uint32_t fa_v4u __attribute__((vector_size(16)));
 typedef uint32_t fa_v4u_in __attribute__((vector_size(16), aligned(8), may_alias));
 
 FA_NO_SANITIZE static inline __attribute__((always_inline)) size_t
-prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m, const struct range *r, int NPY) {
+prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m, const struct range *r, int NPY, int TR) {
     const fa_v4u vlo = {r->lo, r->lo, r->lo, r->lo}, vspan = {r->span, r->span, r->span, r->span};
+    const fa_v4u vtlo = {r->tlo, r->tlo, r->tlo, r->tlo}, vtspan = {r->tspan, r->tspan, r->tspan, r->tspan};
     const uint32_t a = (uint32_t)r->types[0], b = (uint32_t)r->types[1];
     const uint32_t c = (uint32_t)r->types[2], d = (uint32_t)r->types[3];
     const uint32_t e = (uint32_t)r->types[4], f = (uint32_t)r->types[5];
@@ -379,6 +384,8 @@ prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m, const struct
                 acc |= (fa_v4u)(x == t2) | (fa_v4u)(x == t3);
             if (NPY >= 6)
                 acc |= (fa_v4u)(x == t4) | (fa_v4u)(x == t5);
+            if (TR)
+                acc |= (fa_v4u)(x - vtlo <= vtspan);
         }
         acc &= even;
         if (acc[0] | acc[2])
@@ -388,7 +395,7 @@ prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m, const struct
 }
 #else
 static size_t prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m, const struct range *r,
-                                   int NPY) {
+                                   int NPY, int TR) {
     const uint32_t lo = r->lo, span = r->span;
     uint32_t tlo[FA_MAX_PYTYPES];
     size_t i, j;
@@ -401,6 +408,8 @@ static size_t prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m
             any |= (unsigned)(w[i + j] - lo <= span);
             for (t = 0; t < NPY; t++)
                 any |= (unsigned)(w[i + j] == tlo[t]);
+            if (TR)
+                any |= (unsigned)(w[i + j] - r->tlo <= r->tspan);
         }
         if (any)
             exact(w + i, BLOCK_WORDS, m, r);
@@ -412,12 +421,14 @@ static size_t prefilter_portable_n(const uint32_t *w, size_t n, const mapping *m
 FA_NO_SANITIZE static size_t prefilter_portable(const uint32_t *w, size_t n, const mapping *m,
                                                 const struct range *r) {
     if (r->npy == 0)
-        return prefilter_portable_n(w, n, m, r, 0);
+        return prefilter_portable_n(w, n, m, r, 0, 0);
+    if (r->trange)
+        return prefilter_portable_n(w, n, m, r, 2, 1);
     if (r->npy <= 2)
-        return prefilter_portable_n(w, n, m, r, 2);
+        return prefilter_portable_n(w, n, m, r, 2, 0);
     if (r->npy <= 4)
-        return prefilter_portable_n(w, n, m, r, 4);
-    return prefilter_portable_n(w, n, m, r, 6);
+        return prefilter_portable_n(w, n, m, r, 4, 0);
+    return prefilter_portable_n(w, n, m, r, 6, 0);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -428,8 +439,9 @@ FA_NO_SANITIZE static size_t prefilter_portable(const uint32_t *w, size_t n, con
  * min(x - lo, span) == x - lo; a type is a 64-bit equality. Chosen at run time
  * (__builtin_cpu_supports). */
 FA_NO_SANITIZE static inline __attribute__((always_inline, target("avx2"))) size_t
-prefilter_avx2_n(const uint32_t *w, size_t n, const mapping *m, const struct range *r, int NPY) {
+prefilter_avx2_n(const uint32_t *w, size_t n, const mapping *m, const struct range *r, int NPY, int TR) {
     const __m256i vlo = _mm256_set1_epi32((int)r->lo), vspan = _mm256_set1_epi32((int)r->span);
+    const __m256i vtlo = _mm256_set1_epi32((int)r->tlo), vtspan = _mm256_set1_epi32((int)r->tspan);
     const __m256i t0 = _mm256_set1_epi64x((long long)r->types[0]), t1 = _mm256_set1_epi64x((long long)r->types[1]);
     const __m256i t2 = _mm256_set1_epi64x((long long)r->types[2]), t3 = _mm256_set1_epi64x((long long)r->types[3]);
     const __m256i t4 = _mm256_set1_epi64x((long long)r->types[4]), t5 = _mm256_set1_epi64x((long long)r->types[5]);
@@ -450,6 +462,10 @@ prefilter_avx2_n(const uint32_t *w, size_t n, const mapping *m, const struct ran
                 acc = _mm256_or_si256(acc, _mm256_or_si256(_mm256_cmpeq_epi64(x, t2), _mm256_cmpeq_epi64(x, t3)));
             if (NPY >= 6)
                 acc = _mm256_or_si256(acc, _mm256_or_si256(_mm256_cmpeq_epi64(x, t4), _mm256_cmpeq_epi64(x, t5)));
+            if (TR) {
+                __m256i e = _mm256_sub_epi32(x, vtlo);
+                acc = _mm256_or_si256(acc, _mm256_cmpeq_epi32(_mm256_min_epu32(e, vtspan), e));
+            }
         }
         if (!_mm256_testz_si256(acc, even))
             exact(w + i, AVX2_WORDS, m, r);
@@ -461,12 +477,14 @@ FA_NO_SANITIZE __attribute__((target("avx2"))) static size_t prefilter_avx2(cons
                                                                             const mapping *m,
                                                                             const struct range *r) {
     if (r->npy == 0)
-        return prefilter_avx2_n(w, n, m, r, 0);
+        return prefilter_avx2_n(w, n, m, r, 0, 0);
+    if (r->trange)
+        return prefilter_avx2_n(w, n, m, r, 2, 1);
     if (r->npy <= 2)
-        return prefilter_avx2_n(w, n, m, r, 2);
+        return prefilter_avx2_n(w, n, m, r, 2, 0);
     if (r->npy <= 4)
-        return prefilter_avx2_n(w, n, m, r, 4);
-    return prefilter_avx2_n(w, n, m, r, 6);
+        return prefilter_avx2_n(w, n, m, r, 4, 0);
+    return prefilter_avx2_n(w, n, m, r, 6, 0);
 }
 
 static int have_avx2(void) {
@@ -889,6 +907,31 @@ void fa_set_budget(uint64_t ms, uint64_t bytes) {
     fa_g.budget_bytes = bytes;
 }
 
+/* With more than two types, where every type from index 2 on is a buffered IO type, none
+ * before is, and they share their high halves within 64 KB: test those as one range. */
+static void type_range(struct range *r) {
+    uint64_t lo = 0, hi = 0;
+    int t;
+    r->trange = 0;
+    r->tlo = r->tspan = 0;
+    if (r->npy <= 2)
+        return;
+    for (t = 0; t < r->npy; t++) {
+        int buffered = fa_g.pykinds[t] == FA_PYLOCK_BUFFERED;
+        if (buffered != (t >= 2))
+            return;
+        if (t >= 2) {
+            lo = t == 2 || r->types[t] < lo ? r->types[t] : lo;
+            hi = t == 2 || r->types[t] > hi ? r->types[t] : hi;
+        }
+    }
+    if (hi - lo >= 65536 || (lo >> 32) != (hi >> 32))
+        return;
+    r->trange = 1;
+    r->tlo = (uint32_t)lo;
+    r->tspan = (uint32_t)(hi - lo);
+}
+
 static void scan(int mode, int budgeted) {
     struct range r;
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -910,6 +953,7 @@ static void scan(int mode, int budgeted) {
         r.npy = fa_g.npytypes;
         for (t = 0; t < FA_MAX_PYTYPES; t++)
             r.types[t] = fa_g.pytypes[t];
+        type_range(&r);
         fa_g.stats.pytypes = r.npy;
         guard_on();
         walk_all(mode, scan_fn, &r, budgeted);

@@ -236,12 +236,18 @@ fork_and(child)
     assert f["none"] == [False, False, 0]
 
 
+@pytest.mark.parametrize("order", ["range", "equality"])
 @pytest.mark.parametrize("prefilter", ["avx2", "portable"])
-def test_buffered_file_locks_held_by_a_blocked_writer_are_found(run_python, prefilter):
+def test_buffered_file_locks_held_by_a_blocked_writer_are_found(run_python, prefilter, order):
     """A thread blocked writing to a full pipe through a BufferedWriter holds that object's
     internal lock: found, with the writer's ident; a BufferedWriter on another pipe that
-    nobody is writing (a negative control beside it) is not."""
-    r = run_python(PRELUDE + r'''
+    nobody is writing (a negative control beside it) is not. The prefilter tests the buffered
+    types as one range of addresses after the lock types ("range", as registered), or each by
+    equality when they come first ("equality")."""
+    reorder = ("TYPES = TYPES[2:] + TYPES[:2]\n"
+               "native.set_pylock_types([id(t) for t in TYPES], ['buffered'] * 3 + ['lock', 'rlock'])\n"
+               if order == "equality" else "")
+    r = run_python(PRELUDE + reorder + r'''
 import fcntl
 full_r, full_w = os.pipe()
 spare_r, spare_w = os.pipe()
