@@ -210,7 +210,8 @@ class Audit:
         return [k for k in kills if not k.get("cancel") and k.get("pid") not in cancelled]
 
     def _ignored(self, h):
-        """Not counted against a test: nothing in the child can reach it, or --forkaudit-ignore."""
+        """Not counted against a test: nothing in the child can reach it (records written
+        before "unreachable" was their own list), or --forkaudit-ignore."""
         if h.get("reach") == "unreachable":
             return True
         if not self.ignore:

@@ -73,6 +73,7 @@ def build_child(snap):
         hazards, reinit = clocks.entries(owners, Maps.read)  # maps read only if the scan hit
     blocked_on = {tid: futex for tid, _comm, futex in vanished}  # futex 0: not asleep in futex(2)
     py_hazards, py_reinit = pylocks.audit_child(snap.pylocks, blocked_on)
+    judged = reach.annotate(py_hazards + hazards, threads)  # sorted by reach
     return {
         "forkaudit": FORMAT_VERSION,
         "event": "fork",
@@ -87,8 +88,11 @@ def build_child(snap):
         "c_level": native.c_level(snap.settings.scan, snap.c_level),
         "forking_thread": snap.forking.as_report(),
         "threads": threads,
-        "hazards": reach.annotate(py_hazards + hazards, threads),  # sorted by reach
+        "hazards": [h for h in judged if h.get("reach") != "unreachable"],
         "reinitialized": py_reinit + reinit,
+        # held at the fork by a vanished thread, but nothing the child can run leads to it (a
+        # span that thread was ending, a lock an after-fork hook replaced): not a hazard
+        "unreachable": [h for h in judged if h.get("reach") == "unreachable"],
     }
 
 

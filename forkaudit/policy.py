@@ -18,16 +18,15 @@ def deliver(event, settings, watched=False):
     watched: the watchdog watches this child's inherited held locks (under 'abort' it
     reports and ends the child if it blocks on one, so nothing is printed now).
 
-    The JSON record lists every lock held at the fork; what is printed, and what 'abort-now'
-    acts on, are the hazards something in the child can reach: a lock only a vanished
-    thread's own frames led to (reach "unreachable") is listed in the record, and said in
-    one line under a printed report, never printed or acted on alone."""
-    hazardous = any(h.get("reach") != "unreachable" for h in event["hazards"])
+    Printed and acted on: the record's hazards. Locks held at the fork that nothing in the
+    child can reach (the record's "unreachable") are counted in one line under a printed
+    report, never printed or acted on alone."""
+    hazardous = bool(event["hazards"])
     if settings.json_path:
         sink.append_json(settings.json_path, event)  # never raises for I/O: a lost record is said once
     if hazardous and (settings.policy in ("warn", "abort-now", "raise") or
                       (settings.policy == "abort" and not watched)):
-        sink.write_stderr(render.text(event, reachable_only=True))
+        sink.write_stderr(render.text(event))
     if hazardous and settings.policy == "abort-now":
         sink.say("policy 'abort-now': child %d exits with status %d instead of deadlocking"
                  % (event["pid"], ABORT_STATUS))

@@ -208,15 +208,18 @@ def hazard_lines(i, h):
     return lines
 
 
-def text(event, reachable_only=False):
-    """The human report. reachable_only: the hazards something in the child can reach, and
-    one line counting the others (the record lists them all; `forkaudit report` shows them)."""
+def text(event, unreachable_in_full=False):
+    """The human report: the hazards, then one line counting the locks held at the fork that
+    nothing in the child can reach (unreachable_in_full: each of them, as `forkaudit report`
+    shows them)."""
     hazards = event.get("hazards", [])
-    hidden = 0
-    if reachable_only:
-        shown = [h for h in hazards if h.get("reach") != "unreachable"]
-        hidden, hazards = len(hazards) - len(shown), shown
-        event = dict(event, hazards=shown)
+    unreachable = event.get("unreachable")
+    unreachable = list(unreachable) if type(unreachable) is list else []
+    # records written before "unreachable" existed listed them among the hazards
+    unreachable = unreachable + [h for h in hazards if h.get("reach") == "unreachable"]
+    hazards = [h for h in hazards if h.get("reach") != "unreachable"]
+    event = dict(event, hazards=hazards)
+    hidden = 0 if unreachable_in_full else len(unreachable)
     reinit = event.get("reinitialized", [])
     lines = []
     n = len(hazards)
@@ -236,13 +239,18 @@ def text(event, reachable_only=False):
     if hidden:
         lines.append("")
         lines.append("  and %s that nothing in the child can reach (only the vanished threads' own frames led "
-                     "to %s): not a hazard; the JSON record lists %s" % (
+                     "to %s): not a hazard; the JSON record lists %s under \"unreachable\"" % (
                          "1 more lock held at the fork" if hidden == 1 else "%d more locks held at the fork" % hidden,
                          "it" if hidden == 1 else "them", "it" if hidden == 1 else "them"))
     ft = event.get("forking_thread") or {}
     lines.append("")
     lines.append("  fork called from thread %r (native id %s):" % (ft.get("name"), ft.get("native_id")))
     lines.extend(_frames(ft.get("stack") or []))
+    if unreachable_in_full and unreachable:
+        lines.append("")
+        lines.append("  held at the fork, but nothing in the child can reach it (not a hazard):")
+        for h in unreachable:
+            lines.append("      %s %s, %s" % (h.get("kind"), where_text(h), owner_text(h)))
     if reinit:
         lines.append("")
         lines.append("  reset in the child by an at-fork handler (not a hazard):")
@@ -257,9 +265,9 @@ def text(event, reachable_only=False):
 
 def summary(event):
     """One line for a record."""
-    return "pid %s (parent %s, %s policy): %d hazard(s), %d reinitialized, %d other thread(s)" % (
+    return "pid %s (parent %s, %s policy): %d hazard(s), %d reinitialized, %d unreachable, %d other thread(s)" % (
         event.get("pid"), event.get("parent_pid"), event.get("policy"), len(event.get("hazards", [])),
-        len(event.get("reinitialized", [])), len(event.get("threads", [])))
+        len(event.get("reinitialized", [])), len(event.get("unreachable") or []), len(event.get("threads", [])))
 
 
 # ---- the stuck-fork watchdog (watchdog.py, csrc/watchdog.c) -------------------------------

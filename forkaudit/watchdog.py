@@ -212,7 +212,8 @@ def child_audited(event, settings):
         return False
     from . import render
     addrs, texts = [], []
-    for i, h in enumerate(event.get("hazards", []), 1):
+    # the unreachable ones too: should the child block on one after all, that is certain
+    for i, h in enumerate(list(event.get("hazards", [])) + list(event.get("unreachable") or []), 1):
         entry = "\n".join(render.hazard_lines(i, h)) + "\n"
         for word in futex_words(h):
             addrs.append(word)

@@ -114,3 +114,19 @@ def test_fix_line_for_a_raw_os_fork_gives_no_start_method_advice(kind):
     # positive control: the same hazard in a multiprocessing Pool's fork gets the start method
     [pool] = render.advice(_event(kind, POOL_FORK))
     assert "forkserver" in pool, pool
+
+
+def test_unreachable_locks_are_counted_under_a_report_and_listed_by_the_report_command():
+    ev = _event("python_lock", RAW_FORK)
+    ev["hazards"][0]["object"]["path"] = "app.LOCK"
+    span = dict(ev["hazards"][0], reach="unreachable", owner={"native_id": 12, "name": "span-thread"},
+                object={"type": "_thread.lock", "path": None})
+    ev["unreachable"] = [span]
+    warn = render.text(ev)                       # what the child prints under 'warn'
+    assert "[1] python_lock app.LOCK" in warn and "[2]" not in warn, warn
+    assert "and 1 more lock held at the fork that nothing in the child can reach" in warn, warn
+    assert "span-thread" not in warn, warn
+    full = render.text(ev, unreachable_in_full=True)   # `forkaudit report`
+    assert "held at the fork, but nothing in the child can reach it (not a hazard):" in full, full
+    assert "span-thread" in full and "and 1 more lock" not in full, full
+    assert "1 unreachable" in render.summary(ev)

@@ -196,7 +196,7 @@ def main(args):
                 continue
             try:
                 if rec.get("hazards"):
-                    text = render.text(rec)
+                    text = render.text(rec, unreachable_in_full=True)
                 elif args.all:
                     text = "%s\n" % render.summary(rec)
                 else:
