@@ -16,7 +16,7 @@ import os
 import sys
 import types
 
-from . import known, locktypes, pylocks, safeattr
+from . import known, locktypes, pylocks, reach, safeattr
 
 _after_child = None   # CPython's list of after-in-child hooks (interp->after_forkers_child)
 _checked = (0, False)  # (its length when judged, whether every hook in it is the stdlib's or ours)
@@ -28,6 +28,7 @@ def line(snap, multiprocessing_child):
     if snap is None:
         return None
     parts = []
+    state = []   # module state, read once for this fork (when a root needs it)
     for lock_id, c in snap.candidates.items():
         if not c.state.locked or pylocks.known_resetter(c.lock) is not None:
             continue
@@ -38,7 +39,7 @@ def line(snap, multiprocessing_child):
             (h for t, h in snap.acquiring.get(lock_id, ()) if t is owner), None)  # granted at the fork
         if held is None or held.root is None or not _nothing_resets(held.root, c.lock, multiprocessing_child):
             continue
-        if not _module_state_leads_to(held.root):
+        if not _module_state_leads_to(held.root, state):
             continue
         parts.append("thread %r holds a %s%s" % (owner.name, locktypes.type_name(c.lock),
                                                 pylocks.where_held(c, owner, snap, lock_id)))
@@ -48,16 +49,16 @@ def line(snap, multiprocessing_child):
 BUDGET = 200000   # identity checks per fork at most (a few ms): past it, no proof, no line
 
 
-def _module_state_leads_to(root):
+def _module_state_leads_to(root, state):
     """The expression the lock was held through starts at module state: a module global, or
     an object that a module global, a logging handler or one of their attributes or items
-    leads to (two steps at most, within BUDGET)."""
-    if root is None:
-        return False
+    leads to (two steps at most, within BUDGET). state: [] or the module state read before."""
     scope, obj = root
     if scope == "global":
         return True
-    firsts = _module_state()
+    if not state:
+        state.extend(_module_state())
+    firsts = state
     if any(v is obj for v in firsts):
         return True
     budget = BUDGET - len(firsts)
@@ -91,14 +92,8 @@ def _one_step(value, at_most):
 
 def _handlers():
     """Every logging handler of every logger."""
-    logging = sys.modules.get("logging")
-    if logging is None:
-        return []
-    manager = safeattr.get(safeattr.get(logging, "Logger"), "manager")
-    loggers = list(dict.values(safeattr.get(manager, "loggerDict", None) or {}))
-    loggers.append(safeattr.get(logging, "root"))
     out = []
-    for logger in loggers:
+    for logger in reach.loggers():
         handlers = safeattr.get(logger, "handlers")
         if type(handlers) is list:
             out.extend(handlers)

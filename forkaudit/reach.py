@@ -130,7 +130,8 @@ def _ids_from(roots):
     return seen
 
 
-def _loggers():
+def loggers():
+    """The root logger and every Logger of logging's manager (read without running code)."""
     logging = sys.modules.get("logging")
     if logging is None:
         return []
@@ -165,7 +166,7 @@ class _Reachable:
 
     def logging(self):
         if self._logging is None:
-            self._logging = _ids_from(_loggers())
+            self._logging = _ids_from(loggers())
         return self._logging
 
     def local(self):
