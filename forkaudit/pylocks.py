@@ -321,16 +321,9 @@ def _worth_a_walk(snap):
             # threads parked in the standard library's waits are known to hold none
             if t.stack and not t.stack[-1]["file"].replace("\\", "/").endswith(PARKING_FILES):
                 return True
-    for name in ("stdout", "stderr", "stdin", "__stdout__", "__stderr__"):
-        # buffered files' internal locks are not lock objects the scan knows: the standard
-        # streams (the ones a thread blocks on, writing to a full pipe) are checked directly
-        stream = sys.__dict__.get(name)
-        buffer = safeattr.attr(stream, "buffer") if stream is not None else None
-        for obj in (stream, buffer):
-            if obj is not None and obj is not safeattr.MISSING and safeattr.is_a(obj, cpython_layout.BUFFERED_TYPES):
-                owner = cpython_layout.buffered_owner(obj)
-                if owner is not None and owner != snap.forking.ident:
-                    return True
+    # (a held buffered file, the standard streams' included, is in the discovery below: its
+    # types are registered whenever their layout is known, which is also the only case where
+    # forkaudit can tell a held one)
     discovery = native.python_discovery() if hasattr(native, "python_discovery") else None
     if not discovery or not discovery.get("ran") or not discovery.get("complete"):
         return True
