@@ -7,8 +7,9 @@
       after multiprocessing's own after-fork registry): detect, attribute, name,
       report (policy)
 
-A fork about to exec (subprocess, multiprocessing's spawn/forkserver helpers) is
-not snapshotted, not armed and not reported.
+A fork about to exec (execs.py: subprocess, multiprocessing's spawn/forkserver
+helpers) never comes here: hooks.py gives it no snapshot, arms nothing and reports
+nothing, and loads this module only at the first fork that does not exec.
 """
 import _thread
 import os
@@ -23,9 +24,6 @@ from .settings import testonly_audit_hang
 
 INT_TYPES = (id(int), id(bool))  # objects whose fields can mimic a held mutex (see csrc/validate.c)
 
-# Python frames that call fork only to exec right after (no Python code runs in between
-# but a preexec_fn): (file name ending, function name).
-EXEC_CALLERS = (("subprocess.py", "_execute_child"), ("multiprocessing/util.py", "spawnv_passfds"))
 MP_LAUNCH = ("multiprocessing/popen_fork.py", "_launch")
 
 # 3.12+ run a garbage collection at the next eval-breaker check, in whichever thread reaches it
@@ -59,19 +57,6 @@ def prepare(settings):
         sink.say("C-level lock detection is off (%s); Python-level locks are still audited" % native.reason)
 
 
-def _calls(frame, where):
-    code = frame.f_code
-    return code.co_name == where[1] and code.co_filename.replace("\\", "/").endswith(where[0])
-
-
-def _fork_caller(depth):
-    """The Python frame that called fork (C frames are not counted)."""
-    try:
-        return sys._getframe(depth)
-    except ValueError:
-        return None
-
-
 def take_snapshot(settings):
     forking, others = threads.capture()
     if heldby.prefetch([forking] + others):
@@ -80,7 +65,7 @@ def take_snapshot(settings):
         heldby.prefetch([forking] + others)
     snap = Snapshot()
     snap.settings = settings
-    snap.execs = False
+    snap.execs = False   # (a fork that execs gets hooks._ExecFork instead)
     snap.mp = any(_calls_record(f, MP_LAUNCH) for f in forking.stack)
     snap.forking, snap.others = forking, others
     snap.pylocks = pylocks.capture(forking, others)
@@ -98,11 +83,6 @@ def _calls_record(frame, where):
 
 def before_fork(settings, tid):
     """The parent's before-fork step for thread `tid` (kernel id): a Snapshot."""
-    caller = _fork_caller(3)  # before_fork <- hooks._before <- (C at-fork runner) <- the caller
-    if caller is not None and any(_calls(caller, where) for where in EXEC_CALLERS):
-        snap = Snapshot()
-        snap.settings, snap.tid, snap.execs = settings, tid, True
-        return snap
     snap = take_snapshot(settings)
     snap.tid = tid
     if snap.c_level and not native.arm(tid, settings.scan, pylocks.threads_to_probe(snap.pylocks)):
@@ -112,7 +92,7 @@ def before_fork(settings, tid):
 
 def after_fork_parent(snap):
     native.disarm(snap.tid)
-    if snap.execs or snap.settings.policy != "warn":
+    if snap.settings.policy != "warn":
         return
     notice = parent_notice.line(snap.pylocks, snap.mp)
     if notice is None:
@@ -129,9 +109,6 @@ def after_fork_parent(snap):
 
 def after_fork_child(snap):
     native.disarm(snap.tid)
-    if snap.execs:
-        watchdog.disarm_child()  # watchdog: an exec follows
-        return
     if snap.mp and _after_multiprocessing_resets(snap):
         return
     audit_child(snap)

@@ -4,7 +4,11 @@
                                       -> after-in-parent hook (parent)    -> flow.notify_parent
 
 This module is what the .pth start-up imports, so it imports nothing heavy: the
-flow (snapshot, audit, report, the native shim) is imported at the first fork.
+flow (snapshot, audit, report, the native shim) is imported at the first fork that
+does not exec. A fork that execs right after (execs.py: subprocess, multiprocessing's
+spawn and forkserver helpers) is not snapshotted, armed, audited or reported; it loads
+only the watchdog (with the native shim's fork handlers), which watches it until the
+exec, so a process whose forks all exec never loads the flow.
 
 Every kind of fork that runs Python's at-fork hooks is audited the same way
 (os.fork, posix.fork, os.forkpty, _posixsubprocess with preexec_fn): there is no
@@ -41,7 +45,8 @@ _busy = set()         # idents of threads inside forkaudit's before-fork hook
 _tail = 0             # generation of the tail after-in-child hook that audits
 _tail_stale = True    # a hook was registered after the tail (or there is no tail yet)
 _head = 0            # generation of the head before-fork hook that arms the watchdog
-_wd = None            # forkaudit.watchdog, imported with the flow
+_wd = None            # forkaudit.watchdog, imported at the first watched fork (and with the flow)
+_execs_next = None    # forkaudit.execs.execs_next, imported at the first fork
 _real_register = None
 _real_fork = None
 _complained = False
@@ -85,20 +90,58 @@ def _address_space_room():
     return None
 
 
-def _load_flow():
-    global _flow, _wd
-    if _flow is None:
-        room = _address_space_room()
-        if room is not None and room < ROOM_NEEDED:
-            # loading would take the program's last megabytes (a MemoryError later in its own
-            # code, or in a finalizer): step aside; a later fork tries again
-            raise MemoryError("the address-space limit (RLIMIT_AS) leaves %d MB free; forkaudit needs %d MB"
-                              % (max(room, 0) >> 20, ROOM_NEEDED >> 20))
-        from . import flow, watchdog
-        flow.prepare(_settings)
+def _check_room():
+    room = _address_space_room()
+    if room is not None and room < ROOM_NEEDED:
+        # loading would take the program's last megabytes (a MemoryError later in its own
+        # code, or in a finalizer): step aside; a later fork tries again
+        raise MemoryError("the address-space limit (RLIMIT_AS) leaves %d MB free; forkaudit needs %d MB"
+                          % (max(room, 0) >> 20, ROOM_NEEDED >> 20))
+
+
+def _load_watch():
+    """What a fork that execs needs: the watchdog and the native shim's fork handlers (and
+    the table of exec callers, so that install() leaves the first fork no file to read)."""
+    global _wd
+    if _wd is None:
+        _check_room()
+        from . import watchdog
+        watchdog.prepare(_settings)
+        _execs(None)
         _wd = watchdog
+    return _wd
+
+
+def _load_flow():
+    global _flow
+    if _flow is None:
+        _check_room()
+        _load_watch()
+        from . import flow
+        flow.prepare(_settings)
         _flow = flow
     return _flow
+
+
+class _ExecFork:
+    """The pending record of a fork that execs right after: nothing snapshotted or armed."""
+
+    __slots__ = ("tid",)
+    execs = True
+    pylocks = None
+
+    def __init__(self, tid):
+        self.tid = tid
+
+
+def _execs(caller):
+    """Does the fork `caller` made exec right after? (Importing the table reads a file, which
+    lets other threads run: install() and the watchdog's first arming do it before a fork.)"""
+    global _execs_next
+    if _execs_next is None:
+        from .execs import execs_next
+        _execs_next = execs_next
+    return _execs_next(caller)
 
 
 # ---- at-fork hooks -------------------------------------------------------------------------
@@ -112,6 +155,9 @@ def _before():
         return  # a signal handler forked inside this very hook: that fork is not audited
     _busy.add(me)
     try:
+        if _execs(sys._getframe(1)):   # the frame that called fork (the at-fork runner is C)
+            _pending.setdefault(me, []).append(_ExecFork(get_native_id()))
+            return
         flow = _load_flow()
         if _tail_stale:
             _register_tail()
@@ -149,7 +195,7 @@ def _after_in_parent():
             except Exception as e:  # noqa: BLE001
                 _fail("the watchdog", e)
         snap = _pop_pending()
-        if snap is None:
+        if snap is None or snap.execs:
             return
         try:
             _flow.after_fork_parent(snap)
@@ -190,6 +236,10 @@ def _make_tail(generation):
         try:
             if snap is None:
                 return
+            if snap.execs:
+                if _wd is not None:
+                    _wd.disarm_child()   # watchdog: an exec follows
+                return
             try:
                 _flow.after_fork_child(snap)   # under 'abort' this may end the child
             except Exception as e:  # noqa: BLE001
@@ -216,7 +266,7 @@ def _make_head(generation):
         if generation != _head or settings is None or not settings.watchdog:
             return  # a newer head runs earlier
         try:
-            _load_flow()
+            _load_watch()
         except Exception as e:  # noqa: BLE001 - out of memory or fds, say: fail open
             _fail("loading forkaudit", e)
             return
@@ -300,6 +350,8 @@ def activate(settings):
         _registered = True
     if _flow is not None:
         _flow.prepare(settings)
+    elif _wd is not None:
+        _wd.prepare(settings)
     _wrap_fork(settings.policy == "raise")
     return settings
 

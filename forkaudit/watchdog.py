@@ -40,6 +40,13 @@ def available():
     return native.lib is not None and sys.platform.startswith("linux") and _signo > 0
 
 
+def prepare(settings):
+    """What any watched fork needs: the native shim's fork handlers (they mark the fork's
+    phases and watch its child from the parent) and the watchdog's signal."""
+    native.register()
+    return setup(settings)
+
+
 def setup(settings):
     """Take the watchdog's signal (once) and register the Python callback. False if off."""
     global _marks, _signo

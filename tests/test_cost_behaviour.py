@@ -117,6 +117,11 @@ lock = threading.Lock()
 t = threading.Thread(target=lambda: lock.acquire() and lock.release())
 t.start()
 t.join()
+if EXECS:
+    import subprocess
+    for _ in range(3):
+        subprocess.run(["true"], preexec_fn=lambda: None, check=True)
+    print("watch_loaded", "forkaudit.watchdog" in sys.modules)
 if FORK:
     pid = os.fork()
     if pid == 0:
@@ -126,7 +131,7 @@ if FORK:
 
 
 def test_a_process_that_never_forks_loads_only_the_start_up_modules(run_python, tmp_path):
-    result = run_python("FORK = False\n" + NO_FORK, env=env_for(tmp_path))
+    result = run_python("FORK = EXECS = False\n" + NO_FORK, env=env_for(tmp_path))
     assert result.returncode == 0, result
     modules = set(result_line(result, "modules"))
     assert "forkaudit.hooks" in modules, modules           # it was activated (FORKAUDIT set)
@@ -136,15 +141,37 @@ def test_a_process_that_never_forks_loads_only_the_start_up_modules(run_python, 
 
 
 def test_control_one_fork_loads_the_flow(run_python, tmp_path):
-    result = run_python("FORK = True\n" + NO_FORK, env=env_for(tmp_path))
+    result = run_python("FORK, EXECS = True, False\n" + NO_FORK, env=env_for(tmp_path))
     assert result.returncode == 0, result
     modules = set(result_line(result, "modules"))
     assert {"forkaudit.flow", "forkaudit.native"} <= modules, sorted(modules)
     assert len(result.children) == 1, result
 
 
+# Modules only a fork that does not exec needs: the snapshot, the audit, the report.
+FLOW_ONLY = {"forkaudit.flow", "forkaudit.heldby", "forkaudit.naming", "forkaudit.render", "json"}
+
+
+def test_a_process_whose_forks_all_exec_loads_only_the_watch(run_python, tmp_path):
+    result = run_python("FORK, EXECS = False, True\n" + NO_FORK, env=env_for(tmp_path))
+    assert result.returncode == 0, result
+    modules = set(result_line(result, "modules"))
+    assert result_line(result, "watch_loaded") is True, result   # the forks were watched
+    assert {"forkaudit.watchdog", "forkaudit.native"} <= modules, sorted(modules)
+    assert not modules & FLOW_ONLY, sorted(modules & FLOW_ONLY)
+    assert result.records == [], result.records
+
+
+def test_control_an_exec_then_a_fork_loads_the_flow(run_python, tmp_path):
+    result = run_python("FORK = EXECS = True\n" + NO_FORK, env=env_for(tmp_path))
+    assert result.returncode == 0, result
+    modules = set(result_line(result, "modules"))
+    assert FLOW_ONLY - {"json"} <= modules, sorted(FLOW_ONLY - modules)
+    assert len(result.children) == 1, result
+
+
 def test_control_forkaudit_unset_loads_nothing(run_python, tmp_path):
-    result = run_python("FORK = True\n" + NO_FORK, env={})
+    result = run_python("FORK, EXECS = True, False\n" + NO_FORK, env={})
     assert result.returncode == 0, result
     assert result_line(result, "modules") == [], result
     assert result.records == [], result.records

@@ -69,6 +69,54 @@ emit(code2=code, fired2=watchdog._marks.parent_fired, armed_after2=watchdog._mar
     assert f["code2"] == 0 and f["fired2"] == 0 and f["armed_after2"] == 0
 
 
+def test_a_fork_that_execs_stuck_in_a_before_hook_is_reported_without_the_flow(fa_program, tmp_path):
+    # activated by the environment, as in production; the process's only forks exec, so the
+    # flow is never loaded: the report's Python part loads what it needs when it fires
+    result = fa_program('''
+import subprocess
+from forkaudit import watchdog
+LOCK = threading.Lock()
+r, w = os.pipe()
+ready = threading.Event()
+def enter2():
+    with LOCK:
+        ready.set()
+        os.read(r, 1)          # the holder keeps LOCK until the watchdog has reported
+holder = threading.Thread(target=enter2, name="holder", daemon=True)
+holder.start(); ready.wait()
+
+def slow_hook():
+    with LOCK:
+        pass
+os.register_at_fork(before=slow_hook)
+
+FIRED = []
+def releaser():
+    wait_for(lambda: watchdog._marks is not None and watchdog._marks.parent_fired, "the parent watchdog",
+             timeout=30)
+    FIRED.append(watchdog._marks.parent_fired)
+    watchdog._marks.parent_fired = 0
+    os.write(w, b"x")
+threading.Thread(target=releaser, name="releaser", daemon=True).start()
+code = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=lambda: None).returncode
+emit(code=code, fired=FIRED, flow="forkaudit.flow" in sys.modules)
+holder.join()
+code = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=lambda: None).returncode  # control
+emit(code2=code, fired2=watchdog._marks.parent_fired, flow2="forkaudit.flow" in sys.modules)
+''', install=False, env={"FORKAUDIT": "warn", "FORKAUDIT_WATCHDOG": "1"})
+    assert result.returncode == 0, result
+    f = result.facts
+    assert f["code"] == 0 and f["fired"] == [1] and f["flow"] is False, f
+    err = result.stderr
+    assert err.count("forkaudit watchdog: pid") == 1, err
+    assert "inside the Python before-fork hooks" in err
+    assert "the lock: __main__.LOCK" in err
+    assert "held by: thread 'holder'" in err and "in enter2" in err
+    assert "the wait is in the before-fork hook slow_hook()" in err
+    assert "in _execute_child" in err
+    assert f["code2"] == 0 and f["fired2"] == 0 and f["flow2"] is False, f
+
+
 TWO_FORKERS = WATCH % "warn" + '''
 from forkaudit import watchdog
 STUCK = sys.argv[1] == "stuck"
