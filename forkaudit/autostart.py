@@ -18,7 +18,7 @@ def start():
         if settings is None:
             return
         from .hooks import activate
-        activate(settings)
+        activate(settings, fresh=True)   # at interpreter start: nothing inherited from a fork
     except Exception as e:  # noqa: BLE001 - never stop the program from starting
         message = " ".join(str(e).split()) or type(e).__name__
         if len(message) > 300:  # settings shorten what they echo; anything else is cut here

@@ -18,7 +18,8 @@ import time
 import warnings
 
 from . import event as event_mod
-from . import cpython_layout, heldby, naming, native, parent_notice, policy, pylocks, render, sink, threads, watchdog
+from . import cpython_layout, heldby, hooks, naming, native, parent_notice, policy, pylocks, render, sink, threads
+from . import watchdog
 from .errors import ForkHazardError, ForkHazardWarning
 from .settings import testonly_audit_hang
 
@@ -69,6 +70,7 @@ def take_snapshot(settings):
     snap.mp = any(_calls_record(f, MP_LAUNCH) for f in forking.stack)
     snap.forking, snap.others = forking, others
     snap.pylocks = pylocks.capture(forking, others)
+    snap.pylocks.lineage_known = hooks._lineage_known
     for t in [forking] + others:
         t.frames = None  # frames of vanished threads must not be touched in the child
     snap.time = time.time()  # (formatted when a record is made: the parent's fork stays cheap)
@@ -141,6 +143,8 @@ def audit_child(snap):
     except Exception as e:  # noqa: BLE001
         _fail_once("the child-side audit", e)
         return
+    # what this child inherited held is now in pylocks' record (when its audit saw everything)
+    hooks._lineage_known = pylocks.audit_saw_all
     _last_event = ev
     watched = False
     try:
@@ -160,7 +164,6 @@ def _hang():
 
 
 def _fail_once(what, exc):
-    from . import hooks
     hooks._fail(what, exc)
 
 

@@ -50,6 +50,10 @@ _execs_next = None    # forkaudit.execs.execs_next, imported at the first fork
 _real_register = None
 _real_fork = None
 _complained = False
+# Every lock this process inherited held from a fork is known (pylocks keeps them): true in an
+# interpreter activated at its start (a fresh process inherits none), false in a child until
+# its own audit is done. A fork with no other thread then has nothing to explain.
+_lineage_known = False
 
 
 def _fail(what, exc):
@@ -208,6 +212,8 @@ def _after_in_parent():
 
 def _after_in_child_first():
     """The first after-in-child hook: only forget what belonged to threads that are gone."""
+    global _lineage_known
+    _lineage_known = False   # until this child's audit says what it inherited
     me = get_ident()
     for ident in [i for i in _pending if i != me]:
         del _pending[ident]
@@ -335,13 +341,16 @@ def _wrap_fork(on):
 
 # ---- activation ----------------------------------------------------------------------------
 
-def activate(settings):
-    """Start auditing forks with these Settings (idempotent: a second call only updates them)."""
-    global _settings, _registered, _real_register
+def activate(settings, fresh=False):
+    """Start auditing forks with these Settings (idempotent: a second call only updates them).
+
+    fresh: called at interpreter start (the .pth), so this process inherited no lock held."""
+    global _settings, _registered, _real_register, _lineage_known
     if not hasattr(os, "register_at_fork"):
         raise RuntimeError("this platform has no os.register_at_fork")
     _settings = settings
     if not _registered:
+        _lineage_known = bool(fresh)
         _real_register = os.register_at_fork
         _real_register(before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child_first)
         _register_tail()

@@ -30,7 +30,7 @@ class Candidate:
 
 
 class Snapshot:
-    __slots__ = ("candidates", "acquiring", "private", "forking", "by_ident")
+    __slots__ = ("candidates", "acquiring", "private", "forking", "by_ident", "lineage_known")
 
     def __init__(self, forking, others):
         self.candidates = {}
@@ -38,6 +38,7 @@ class Snapshot:
         self.private = []   # objects: locks that are never hazards (refs keep their ids valid)
         self.forking = forking
         self.by_ident = {t.ident: t for t in [forking] + others if t.ident is not None}
+        self.lineage_known = False  # the parent knew every lock it inherited held (hooks.py)
 
 
 def capture(forking, others):
@@ -212,6 +213,9 @@ def _entry(c, owner, path, container, snap, lock_id):
 # Locks this process inherited held from an earlier fork: id -> (owner name, native id, pid).
 # A process forked from a child inherits them too, still held by the same vanished thread.
 _inherited = {}
+# The last child-side audit saw every Python lock held at its fork (a proof that none was,
+# or a walk that was not cut short): then _inherited is the whole list.
+audit_saw_all = False
 
 
 def _inherited_owner(lock_id):
@@ -222,9 +226,14 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
     """(hazards, reinitialized) report entries for the Python locks of a fork.
 
     blocked_on: {native_id: futex word} of the threads asleep in futex(2) at the fork."""
+    global audit_saw_all
+    if remember:
+        audit_saw_all = False
     if snap is None:
         return [], []
     if in_child and not _worth_a_walk(snap):
+        if remember:
+            audit_saw_all = True
         return [], []  # a clean fork: nothing held to explain, and no page written to find that out
     walked = naming.walk()
     private = {id(o) for o in snap.private} | walked.private | _started_here(in_child)
@@ -273,6 +282,7 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
             reinit.append(e)
     hazards.extend(_internal_hazards(walked, snap))
     if remember:  # this process keeps these locks held for good: tell later forks who held them
+        audit_saw_all = walked.complete
         for e in hazards:
             if e["owner"] is not None and e["_id"] not in _inherited:
                 _inherited[e["_id"]] = (e["owner"]["name"], e["owner"]["native_id"], os.getppid())
@@ -311,6 +321,8 @@ def _worth_a_walk(snap):
     for lock_id, c in snap.candidates.items():
         if c.state.locked and lock_id not in private and c.owners != [snap.forking]:
             return True
+    if _alone_at_the_fork(snap):
+        return False
     kinds = cpython_layout.registered_kinds
     if "buffered" not in kinds:
         for t in snap.by_ident.values():
@@ -336,6 +348,19 @@ def _worth_a_walk(snap):
         if cpython_layout.taken_at(address, buffered) is not False:
             return True   # still held now, after every at-fork handler (or unreadable: look)
     return False
+
+
+def _alone_at_the_fork(snap):
+    """No thread but the forking one existed at the fork (Python's view and the kernel's, which
+    counts C threads: the C prepare handler listed /proc/self/task for this armed fork), and the
+    parent knew every lock it had itself inherited held (none): nothing held in the child can
+    belong to a thread missing from it. (The scan does not run on such a fork, so its proof is
+    not there to ask.)"""
+    if not snap.lineage_known or _inherited:
+        return False
+    if any(t is not snap.forking for t in snap.by_ident.values()):
+        return False
+    return native.child_armed() and native.vanished() == []
 
 
 def _internal_hazards(walked, snap):

@@ -329,6 +329,69 @@ def test_a_busy_thread_does_not_make_a_clean_fork_walk(run_python, tmp_path, wri
         assert [(h["kind"], h["owner"]["name"]) for h in hazards] == [("python_internal", "writer")], hazards
 
 
+# A process activated at its start forks with no other thread (a Pool forks its workers before
+# it starts its own threads): nothing in the child can be held by a missing thread, so its audit
+# walks nothing. Control: a child that inherited LOCK held (a thread of its parent had it) forks
+# again, alone: its own child still has LOCK held by that vanished thread, and walks to name it.
+ALONE = r'''
+import os, sys, threading
+LOCK = threading.Lock()
+
+def fork_and_count():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, repr(sys.modules["forkaudit.naming"].WALKS).encode())
+        finally:
+            os._exit(0)
+    parent = sys.modules["forkaudit.naming"].WALKS
+    os.close(w)
+    child = int(os.read(r, 64))
+    os.close(r)
+    os.waitpid(pid, 0)
+    return parent, child
+
+if not INHERITED:
+    fork_and_count()                     # warm-up: loads the flow
+    print("walks", fork_and_count())
+    sys.stdout.flush()
+else:
+    held, stop = threading.Event(), threading.Event()
+    def holder():
+        with LOCK:
+            held.set()
+            stop.wait()
+    threading.Thread(target=holder, name="lock-holder", daemon=True).start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:                         # alone here, with LOCK held for good
+        print("walks", fork_and_count())
+        sys.stdout.flush()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    stop.set()
+'''
+
+
+@walk_counter
+@pytest.mark.parametrize("inherited", [False, True], ids=["alone", "control-lock-inherited"])
+def test_a_fork_with_no_other_thread_walks_nothing(run_python, tmp_path, inherited):
+    result = run_python("INHERITED = %r\n" % inherited + ALONE, env=env_for(tmp_path), timeout=120)
+    assert result.returncode == 0, result
+    parent, child = result_line(result, "walks")
+    assert len(result.children) == 2, result
+    if not inherited:
+        assert child == parent, (parent, child)
+        assert [r["hazards"] for r in result.children] == [[], []], result.children
+    else:
+        assert child > parent, (parent, child)
+        grandchild = [r for r in result.children if r["parent_pid"] in {c["pid"] for c in result.children}]
+        assert len(grandchild) == 1, result.children
+        paths = [h["object"]["path"] for h in grandchild[0]["hazards"] if h.get("object")]
+        assert "__main__.LOCK" in paths, grandchild[0]["hazards"]
+
+
 # ---- a child that execs next arms no timer of its own -----------------------------------------
 # /proc/self/timers lists a process's POSIX timers: the child watchdog's is made by forkaudit's
 # first after-in-child hook. In a subprocess's preexec_fn (after every at-fork hook, just
