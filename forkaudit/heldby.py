@@ -53,15 +53,45 @@ def _tree(filename):
     return _trees[filename]
 
 
+def _with_opcodes():
+    """The opcodes a with or async-with statement compiles to on this Python (pseudo-opcodes,
+    256 and up, never appear in co_code), or None where there are none to know it by."""
+    try:
+        import opcode
+    except ImportError:
+        return None
+    names = ("SETUP_WITH", "BEFORE_WITH", "SETUP_ASYNC_WITH", "BEFORE_ASYNC_WITH")
+    ops = [opcode.opmap[n] for n in names if opcode.opmap.get(n, 256) < 256]
+    return bytes(ops) or None
+
+
+_WITH_OPS = _with_opcodes()
+
+
+def may_hold(code):
+    """Can a frame of `code` hold a lock the way regions() reads it (a with statement, an
+    .acquire() call)? Told by the code object itself: a with statement compiles to one of
+    _WITH_OPS (opcodes sit at the even offsets of co_code), x.acquire() puts "acquire" in
+    co_names. A file none of whose functions on a stack can hold one is never parsed."""
+    if _WITH_OPS is None or "acquire" in code.co_names:
+        return True
+    ops = code.co_code[0::2]
+    for op in _WITH_OPS:
+        if op in ops:
+            return True
+    return False
+
+
 def prefetch(thread_infos):
-    """Load the sources of every frame now. Reading a file releases the GIL, which lets the
-    other threads move: returns True if any file was read, so that the caller can take
-    its snapshot again, this time without I/O."""
+    """Load the sources of every frame that may hold a lock now. Reading a file releases the
+    GIL, which lets the other threads move: returns True if any file was read, so that the
+    caller can take its snapshot again, this time without I/O."""
     loaded = False
     for info in thread_infos:
         for frame in info.frames or ():
-            name = frame.f_code.co_filename
-            if name not in _trees:
+            code = frame.f_code
+            name = code.co_filename
+            if name not in _trees and may_hold(code):
                 _tree(name)
                 loaded = True
     return loaded
@@ -98,7 +128,7 @@ def regions(code):
     if entry is not None and entry[0] is code:
         return entry[1]
     result = None
-    tree = _tree(code.co_filename)
+    tree = _tree(code.co_filename) if may_hold(code) else None
     fn = _function_node(tree, code) if tree is not None else None
     if fn is not None:
         result = Regions()
@@ -297,7 +327,7 @@ def _class_function(obj, name):
 
 def _yield_holders(code):
     """The with-expressions of a generator function whose body holds a yield."""
-    tree = _tree(code.co_filename)
+    tree = _tree(code.co_filename) if may_hold(code) else None
     fn = _function_node(tree, code) if tree is not None else None
     if fn is None:
         return []

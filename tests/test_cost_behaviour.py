@@ -392,6 +392,62 @@ def test_a_fork_with_no_other_thread_walks_nothing(run_python, tmp_path, inherit
         assert "__main__.LOCK" in paths, grandchild[0]["hazards"]
 
 
+# Only source files that can explain a held lock are read and parsed at a fork: a thread parked
+# in a function with no with statement and no .acquire() call (plain.py) leaves its file alone;
+# one parked inside a with block (guarded.py) has its file parsed, and its lock named.
+PARSED = r'''
+import os, sys, threading, time
+with open("plain.py", "w") as f:
+    f.write("import time\ndef park(ready):\n    ready.set()\n    time.sleep(60)\n")
+with open("guarded.py", "w") as f:
+    f.write("import threading, time\nLOCK = threading.Lock()\n"
+            "def park(ready):\n    with LOCK:\n        ready.set()\n        time.sleep(60)\n")
+sys.path.insert(0, os.getcwd())
+import plain, guarded
+for mod in (plain, guarded):
+    ready = threading.Event()
+    threading.Thread(target=mod.park, args=(ready,), name=mod.__name__, daemon=True).start()
+    ready.wait(10)
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+trees = sys.modules["forkaudit.heldby"]._trees
+print("parsed", sorted(os.path.basename(name) for name in trees if name.endswith(("plain.py", "guarded.py"))))
+sys.stdout.flush()
+os._exit(0)
+'''
+
+
+def test_a_file_that_cannot_explain_a_held_lock_is_not_parsed(run_python, tmp_path):
+    result = run_python(PARSED, env=env_for(tmp_path), timeout=120)
+    assert result.returncode == 0, result
+    assert result_line(result, "parsed") == ["guarded.py"], result.stdout   # (control: guarded.py is)
+    [child] = result.children
+    paths = [h["object"]["path"] for h in child["hazards"] if h.get("object")]
+    assert "guarded.LOCK" in paths, child["hazards"]
+
+
+def test_may_hold_reads_with_statements_and_acquire_calls_off_the_code():
+    from forkaudit.heldby import may_hold
+
+    def with_block(lock):
+        with lock:
+            pass
+
+    async def async_with(lock):
+        async with lock:
+            pass
+
+    def acquire(lock):
+        lock.acquire()
+
+    def nothing(lock):
+        return lock.locked()
+
+    assert [may_hold(f.__code__) for f in (with_block, async_with, acquire, nothing)] == [True, True, True, False]
+
+
 # ---- a child that execs next arms no timer of its own -----------------------------------------
 # /proc/self/timers lists a process's POSIX timers: the child watchdog's is made by forkaudit's
 # first after-in-child hook. In a subprocess's preexec_fn (after every at-fork hook, just
