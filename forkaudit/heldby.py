@@ -66,6 +66,7 @@ def _with_opcodes():
 
 
 _WITH_OPS = _with_opcodes()
+_may_hold = {}  # id(code) -> (code, answer): co_code is a fresh copy on each read (3.11+)
 
 
 def may_hold(code):
@@ -73,13 +74,16 @@ def may_hold(code):
     .acquire() call)? Told by the code object itself: a with statement compiles to one of
     _WITH_OPS (opcodes sit at the even offsets of co_code), x.acquire() puts "acquire" in
     co_names. A file none of whose functions on a stack can hold one is never parsed."""
+    entry = _may_hold.get(id(code))
+    if entry is not None and entry[0] is code:
+        return entry[1]
     if _WITH_OPS is None or "acquire" in code.co_names:
-        return True
-    ops = code.co_code[0::2]
-    for op in _WITH_OPS:
-        if op in ops:
-            return True
-    return False
+        answer = True
+    else:
+        ops = code.co_code[0::2]
+        answer = any(op in ops for op in _WITH_OPS)
+    _may_hold[id(code)] = (code, answer)
+    return answer
 
 
 def prefetch(thread_infos):

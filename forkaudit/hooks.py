@@ -103,12 +103,13 @@ def _check_room():
                           % (max(room, 0) >> 20, ROOM_NEEDED >> 20))
 
 
-def _load_watch():
+def _load_watch(room_checked=False):
     """What a fork that execs needs: the watchdog and the native shim's fork handlers (and
     the table of exec callers, so that install() leaves the first fork no file to read)."""
     global _wd
     if _wd is None:
-        _check_room()
+        if not room_checked:
+            _check_room()
         from . import watchdog
         watchdog.prepare(_settings)
         _execs(None)
@@ -120,7 +121,7 @@ def _load_flow():
     global _flow
     if _flow is None:
         _check_room()
-        _load_watch()
+        _load_watch(room_checked=True)
         from . import flow
         flow.prepare(_settings)
         _flow = flow

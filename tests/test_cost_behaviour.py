@@ -132,10 +132,16 @@ if FORK:
 '''
 
 
-def test_a_process_that_never_forks_loads_only_the_start_up_modules(run_python, tmp_path):
-    result = run_python("FORK = EXECS = False\n" + NO_FORK, env=env_for(tmp_path))
+def run_no_fork(run_python, fork, execs, env):
+    """Run NO_FORK (forking once if `fork`, running subprocesses if `execs`): (result, the
+    forkaudit/cffi/json modules it had loaded at exit)."""
+    result = run_python("FORK, EXECS = %r, %r\n" % (fork, execs) + NO_FORK, env=env)
     assert result.returncode == 0, result
-    modules = set(result_line(result, "modules"))
+    return result, set(result_line(result, "modules"))
+
+
+def test_a_process_that_never_forks_loads_only_the_start_up_modules(run_python, tmp_path):
+    result, modules = run_no_fork(run_python, False, False, env_for(tmp_path))
     assert "forkaudit.hooks" in modules, modules           # it was activated (FORKAUDIT set)
     assert modules <= START_UP_MODULES, sorted(modules - START_UP_MODULES)
     assert not modules & NEVER_WITHOUT_A_FORK, sorted(modules & NEVER_WITHOUT_A_FORK)
@@ -143,9 +149,7 @@ def test_a_process_that_never_forks_loads_only_the_start_up_modules(run_python, 
 
 
 def test_control_one_fork_loads_the_flow(run_python, tmp_path):
-    result = run_python("FORK, EXECS = True, False\n" + NO_FORK, env=env_for(tmp_path))
-    assert result.returncode == 0, result
-    modules = set(result_line(result, "modules"))
+    result, modules = run_no_fork(run_python, True, False, env_for(tmp_path))
     assert {"forkaudit.flow", "forkaudit.native"} <= modules, sorted(modules)
     # the audit's imports stay lean (the first fork pays them): no dataclasses (it imports
     # inspect, 11 ms) and no platform (7 ms), which the program itself did not import
@@ -158,9 +162,7 @@ FLOW_ONLY = {"forkaudit.flow", "forkaudit.heldby", "forkaudit.naming", "forkaudi
 
 
 def test_a_process_whose_forks_all_exec_loads_only_the_watch(run_python, tmp_path):
-    result = run_python("FORK, EXECS = False, True\n" + NO_FORK, env=env_for(tmp_path))
-    assert result.returncode == 0, result
-    modules = set(result_line(result, "modules"))
+    result, modules = run_no_fork(run_python, False, True, env_for(tmp_path))
     assert result_line(result, "watch_loaded") is True, result   # the forks were watched
     assert {"forkaudit.watchdog", "forkaudit.native"} <= modules, sorted(modules)
     assert not modules & FLOW_ONLY, sorted(modules & FLOW_ONLY)
@@ -168,17 +170,14 @@ def test_a_process_whose_forks_all_exec_loads_only_the_watch(run_python, tmp_pat
 
 
 def test_control_an_exec_then_a_fork_loads_the_flow(run_python, tmp_path):
-    result = run_python("FORK = EXECS = True\n" + NO_FORK, env=env_for(tmp_path))
-    assert result.returncode == 0, result
-    modules = set(result_line(result, "modules"))
+    result, modules = run_no_fork(run_python, True, True, env_for(tmp_path))
     assert FLOW_ONLY - {"json"} <= modules, sorted(FLOW_ONLY - modules)
     assert len(result.children) == 1, result
 
 
 def test_control_forkaudit_unset_loads_nothing(run_python, tmp_path):
-    result = run_python("FORK, EXECS = True, False\n" + NO_FORK, env={})
-    assert result.returncode == 0, result
-    assert result_line(result, "modules") == [], result
+    result, modules = run_no_fork(run_python, True, False, {})
+    assert modules == set(), result
     assert result.records == [], result.records
 
 

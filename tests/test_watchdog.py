@@ -22,8 +22,9 @@ holder, release_holder = hold_in_thread("holder", enter)
 '''
 
 
-def test_parent_stuck_in_a_before_hook_names_the_lock_and_its_live_holder(fa_program):
-    result = fa_program(WATCH % "warn" + '''
+# A before-fork hook that waits on LOCK, which 'holder' keeps until the parent's watchdog has
+# fired (the releaser then lets it go and resets the mark, so that a control fork can show none).
+STUCK_BEFORE_HOOK = '''
 from forkaudit import watchdog
 LOCK = threading.Lock()
 r, w = os.pipe()
@@ -42,11 +43,18 @@ os.register_at_fork(before=slow_hook)
 
 FIRED = []
 def releaser():
-    wait_for(lambda: watchdog._marks.parent_fired, "the parent watchdog", timeout=30)
+    # (watchdog._marks: set when the watchdog is first loaded, at the first watched fork)
+    wait_for(lambda: watchdog._marks is not None and watchdog._marks.parent_fired, "the parent watchdog",
+             timeout=30)
     FIRED.append(watchdog._marks.parent_fired)
     watchdog._marks.parent_fired = 0   # (a test's reset, to see whether the control fork fires)
     os.write(w, b"x")
 threading.Thread(target=releaser, name="releaser", daemon=True).start()
+'''
+
+
+def test_parent_stuck_in_a_before_hook_names_the_lock_and_its_live_holder(fa_program):
+    result = fa_program(WATCH % "warn" + STUCK_BEFORE_HOOK + '''
 t0 = time.monotonic()
 pid, code = fork_once()
 emit(code=code, seconds=time.monotonic() - t0, fired=FIRED,
@@ -69,35 +77,11 @@ emit(code2=code, fired2=watchdog._marks.parent_fired, armed_after2=watchdog._mar
     assert f["code2"] == 0 and f["fired2"] == 0 and f["armed_after2"] == 0
 
 
-def test_a_fork_that_execs_stuck_in_a_before_hook_is_reported_without_the_flow(fa_program, tmp_path):
+def test_a_fork_that_execs_stuck_in_a_before_hook_is_reported_without_the_flow(fa_program):
     # activated by the environment, as in production; the process's only forks exec, so the
     # flow is never loaded: the report's Python part loads what it needs when it fires
-    result = fa_program('''
+    result = fa_program(STUCK_BEFORE_HOOK + '''
 import subprocess
-from forkaudit import watchdog
-LOCK = threading.Lock()
-r, w = os.pipe()
-ready = threading.Event()
-def enter2():
-    with LOCK:
-        ready.set()
-        os.read(r, 1)          # the holder keeps LOCK until the watchdog has reported
-holder = threading.Thread(target=enter2, name="holder", daemon=True)
-holder.start(); ready.wait()
-
-def slow_hook():
-    with LOCK:
-        pass
-os.register_at_fork(before=slow_hook)
-
-FIRED = []
-def releaser():
-    wait_for(lambda: watchdog._marks is not None and watchdog._marks.parent_fired, "the parent watchdog",
-             timeout=30)
-    FIRED.append(watchdog._marks.parent_fired)
-    watchdog._marks.parent_fired = 0
-    os.write(w, b"x")
-threading.Thread(target=releaser, name="releaser", daemon=True).start()
 code = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=lambda: None).returncode
 emit(code=code, fired=FIRED, flow="forkaudit.flow" in sys.modules)
 holder.join()
