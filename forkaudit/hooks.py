@@ -240,6 +240,8 @@ def _make_tail(generation):
             return  # a newer tail runs later
         snap = _pop_pending()
         _pending.clear()
+        me = get_ident()
+        _busy.add(me)   # a signal handler forking in the audit gets an unaudited fork
         try:
             if snap is None:
                 return
@@ -252,6 +254,7 @@ def _make_tail(generation):
             except Exception as e:  # noqa: BLE001
                 _fail("the child-side audit", e)
         finally:
+            _busy.discard(me)
             if _wd is not None:
                 try:
                     _wd.child_stage(_wd.STAGE_DONE)  # the parent's watch: the at-fork hooks are done
@@ -272,6 +275,8 @@ def _make_head(generation):
         settings = _settings
         if generation != _head or settings is None or not settings.watchdog:
             return  # a newer head runs earlier
+        if get_ident() in _busy:
+            return  # a signal handler forked inside one of forkaudit's stages: not watched
         try:
             _load_watch()
         except Exception as e:  # noqa: BLE001 - out of memory or fds, say: fail open
