@@ -654,11 +654,12 @@ def pound():
 threads = [threading.Thread(target=pound, daemon=True) for _ in range(2)]
 for t in threads:
     t.start()
-codes = []
-for _ in range(2):
+codes, pids = [], []
+for _ in range(3):
     pid = os.fork()
     if pid == 0:
         os._exit(0)
+    pids.append(pid)
     deadline = time.monotonic() + 40   # (under load the looks need longer to see the same wait twice)
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -670,9 +671,14 @@ for _ in range(2):
         os.kill(pid, 9); os.waitpid(pid, 0)
         codes.append("hung")
 stop.set()
-print("@@" + json.dumps({"codes": codes, "reports": watchdog._marks.watch_reports}), flush=True)
+print("@@" + json.dumps({"codes": codes, "pids": pids, "reports": watchdog._marks.watch_reports}), flush=True)
 os._exit(0)
 '''
+
+
+# abseil's own abort in a grpc child (fork support on), seen without forkaudit too: about one
+# child in 25 dies of it, sometimes before any watch could judge it
+ABSEIL_ABORT = "RAW: Check"
 
 
 @pytest.mark.parametrize("fork_support", ["1", "0"])
@@ -680,23 +686,34 @@ def test_grpc_fork_support_hang_is_reported_and_stopped_under_abort(run_python, 
     """GRPC_ENABLE_FORK_SUPPORT=1 with busy channels: the child hangs in grpc's own after-fork
     hook, on grpc's own state (no lock inherited held that the child's watchdog could name).
     The parent's watch reports it and, under abort, stops it with 86. Without fork support
-    (the control) the children exit at once and nothing is said."""
+    (the control) the children exit at once and nothing is said. A child that abseil aborts by
+    itself (SIGABRT, its own message on stderr) was not forkaudit's to stop: it carries no
+    'aborted' record. Of three children, at least one is stopped by forkaudit."""
     need("grpc")
-    result = run_python(program(GRPC_FORK, "abort"), timeout=90,
+    result = run_python(program(GRPC_FORK, "abort"), timeout=120,
                         env={"GRPC_VERBOSITY": "ERROR", "GRPC_ENABLE_FORK_SUPPORT": fork_support})
     assert result.returncode == 0, result
     [f] = [f for f in facts(result) if "codes" in f]
     err = result.stderr
     records = [r for r in result.records if r["event"] == "watchdog"]
     if fork_support == "1":
-        assert f["codes"] == [86, 86] and f["reports"] == 2, result
-        assert err.count("has not finished its at-fork handlers") == 2, err
+        code_of = dict(zip(f["pids"], f["codes"]))
+        actions = {pid: [r["action"] for r in records if r["pid"] == pid] for pid in f["pids"]}
+        stopped = [pid for pid in f["pids"] if code_of[pid] == 86]
+        self_aborted = [pid for pid in f["pids"] if code_of[pid] == -signal.SIGABRT]
+        assert stopped and len(stopped) + len(self_aborted) == 3, (f, result)
+        assert err.count(ABSEIL_ABORT) >= len(self_aborted), err
+        assert all(actions[pid] == ["reported", "aborted"] for pid in stopped), records
+        assert all(actions[pid] in ([], ["reported"]) for pid in self_aborted), records
+        reported = sum(1 for pid in f["pids"] if actions[pid][:1] == ["reported"])
+        assert f["reports"] == reported, (f, records)
+        assert err.count("has not finished its at-fork handlers") == reported, err
         assert "inside the child's Python at-fork hooks" in err
-        assert err.count("exits with status 86: it is stuck in its at-fork handlers") == 2, err
-        assert [r["action"] for r in records] == ["reported", "aborted"] * 2, records
+        assert err.count("exits with status 86: it is stuck in its at-fork handlers") == len(stopped), err
         # grpc's hook waits on a futex in most runs, in epoll_wait in some: the record says which
-        assert records[0]["where"] == "python-hooks"
-        assert records[0]["waiting_on"] is not None or records[0]["syscall"] > 0, records[0]
+        first = records[0]
+        assert first["where"] == "python-hooks"
+        assert first["waiting_on"] is not None or first["syscall"] > 0, first
     else:
-        assert f["codes"] == [0, 0] and f["reports"] == 0, result
+        assert f["codes"] == [0, 0, 0] and f["reports"] == 0, result
         assert "forkaudit watchdog" not in err and records == []
