@@ -128,7 +128,10 @@ def test_time_budget_cuts_the_scan_and_the_record_says_so(scan_in):
     rec, _ = scan_in(HEAP_200MB, FORKAUDIT_SCAN_BUDGET_MS="1")
     scan = rec["scan"]
     assert scan["complete"] is False and scan["cut"] == "time", scan
-    assert scan["bytes"] < scan["bytes_total"], scan
+    assert scan["bytes"] < 200 * MB, scan
+    # after the cut the scan only counts what is left, until twice the budget; a run slow
+    # enough to pass that too says its total is a lower bound (bytes_total_exact false)
+    assert scan["bytes"] < scan["bytes_total"] or scan["bytes_total_exact"] is False, scan
     assert scan["budget"]["ms"] == 1, scan
 
 
