@@ -29,6 +29,22 @@ def fork_once():
         os._exit(0)
     _, status = os.waitpid(pid, 0)
     return status
+
+
+def wait_or_kill(pid, seconds, before_kill=None):
+    """The child's exit code, or "hung" once it is still there after `seconds` (then
+    before_kill(pid) runs, if given, and the child is killed and reaped)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    if before_kill is not None:
+        before_kill(pid)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return "hung"
 '''
 
 

@@ -516,6 +516,11 @@ def multiply():
         a @ a
 t = threading.Thread(target=multiply, name="blas-caller", daemon=True)
 t.start()
+def spinning(pid):
+    """Still there: blocked (its CPU time flat) or spinning (its CPU time growing)?"""
+    cpu = lambda: sum(map(int, open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[11:13]))
+    before = cpu(); time.sleep(1)
+    return cpu() > before
 codes, pids, spun = [], [], []
 for _ in range(4):
     faulthandler.dump_traceback_later(15, exit=True)   # a parent stuck in fork() (see the test)
@@ -525,19 +530,7 @@ for _ in range(4):
         os._exit(0)
     faulthandler.cancel_dump_traceback_later()
     pids.append(pid)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            codes.append(os.waitstatus_to_exitcode(status))
-            break
-        time.sleep(0.02)
-    else:
-        # still there: blocked (its CPU time flat) or spinning (its CPU time growing)?
-        cpu = lambda: sum(map(int, open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[11:13]))
-        before = cpu(); time.sleep(1); spun.append(cpu() > before)
-        os.kill(pid, 9); os.waitpid(pid, 0)
-        codes.append("hung")
+    codes.append(wait_or_kill(pid, 20, before_kill=lambda pid: spun.append(spinning(pid))))
 stop.set()
 print("@@" + json.dumps({"codes": codes, "pids": pids, "spun": spun}), flush=True)
 os._exit(0)
@@ -677,16 +670,7 @@ for _ in range(3):
     if pid == 0:
         os._exit(0)
     pids.append(pid)
-    deadline = time.monotonic() + 40   # (under load the looks need longer to see the same wait twice)
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            codes.append(os.waitstatus_to_exitcode(status))
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, 9); os.waitpid(pid, 0)
-        codes.append("hung")
+    codes.append(wait_or_kill(pid, 40))   # (under load the looks need longer to see the same wait twice)
 stop.set()
 print("@@" + json.dumps({"codes": codes, "pids": pids, "reports": watchdog._marks.watch_reports}), flush=True)
 os._exit(0)
