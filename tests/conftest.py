@@ -143,8 +143,13 @@ del _src, _first
 
 
 def emit(**facts):
-    """One line of facts for the test (the test reads lines starting with '@@')."""
-    print("@@" + json.dumps(facts), flush=True)
+    """One line of facts for the test (the test reads lines starting with '@@'), written
+    whole with one write(2) (a line under PIPE_BUF is atomic on the pipe), so a child's line
+    and its parent's never run together when both processes emit at once."""
+    sys.stdout.flush()
+    data = ("@@" + json.dumps(facts) + "\n").encode()
+    while data:
+        data = data[os.write(1, data):]
 
 
 def wait_for(pred, what, timeout=10):

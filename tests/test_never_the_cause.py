@@ -475,10 +475,6 @@ warnings.simplefilter("ignore", DeprecationWarning)
 STAGES = {"refuse_if_hazardous", "before_fork", "after_fork_parent", "after_fork_child"}
 raised = set()
 
-def say(**facts):
-    # the outer child says its line while the parent says its own: one write(2) each
-    os.write(1, ("@@" + json.dumps(facts) + "\n").encode())
-
 def stage_on_stack():
     f = sys._getframe(1)
     while f is not None:
@@ -492,7 +488,7 @@ def on_usr1(signum, frame):
     pid = os.fork()
     if pid == 0:
         os._exit(0)
-    say(**{"in_" + str(stage): {"pid": pid, "code": exit_code(os.waitpid(pid, 0)[1]), "by": os.getpid()}})
+    emit(**{"in_" + str(stage): {"pid": pid, "code": exit_code(os.waitpid(pid, 0)[1]), "by": os.getpid()}})
 
 def profile(frame, event, arg):
     name = frame.f_code.co_name
@@ -510,10 +506,10 @@ outer = os.fork()
 if outer == 0:
     os._exit(0)
 sys.setprofile(None)
-say(outer={"pid": outer, "code": exit_code(os.waitpid(outer, 0)[1]), "by": os.getpid()})
+emit(outer={"pid": outer, "code": exit_code(os.waitpid(outer, 0)[1]), "by": os.getpid()})
 from forkaudit import watchdog
 # every fork has returned: no watch may be left armed (it would report a fork stuck)
-say(watched_tid=int(watchdog._marks.parent_tid) if watchdog._marks is not None else 0)
+emit(watched_tid=int(watchdog._marks.parent_tid) if watchdog._marks is not None else 0)
 """
 
 
