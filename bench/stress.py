@@ -39,6 +39,7 @@ import collections
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -294,15 +295,28 @@ def run_worker(policy, sizes, json_path, grand_path, clib, scan="full", timeout=
            "--signal-forks", str(sizes["signal_forks"]), "--grandchild-every", str(sizes["grandchild_every"]),
            "--hammers", str(sizes["hammers"]), "--pause", str(sizes.get("pause", 0.0))]
     t0 = time.monotonic()
+    # The worker runs in a session of its own, and the whole session is killed when it ends
+    # or times out: a child it left hung would hold the stdout pipe open (and wait for it
+    # to close would never end), or would load the machine under whatever runs next.
     with tempfile.TemporaryFile() as err:   # under 'warn' thousands of reports: not in a pipe
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                start_new_session=True)
         try:
-            proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=err, timeout=timeout)
+            out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            return None, "", "timed out after %d s" % timeout, None, time.monotonic() - t0
+            kill_session(proc.pid)
+            proc.wait()
+            proc.stdout.close()
+            err.seek(0)
+            said = err.read()[-4000:].decode("utf-8", "replace")
+            return None, "", "timed out after %d s; its stderr ended with:\n%s" % (timeout, said), None, \
+                time.monotonic() - t0
+        finally:
+            kill_session(proc.pid)
         err.seek(0)
         stderr = err.read().decode("utf-8", "replace")
     wall = time.monotonic() - t0
-    stdout = proc.stdout.decode("utf-8", "replace")
+    stdout = out.decode("utf-8", "replace")
     summary = None
     lines = stdout.strip().splitlines()
     if lines:
@@ -311,6 +325,13 @@ def run_worker(policy, sizes, json_path, grand_path, clib, scan="full", timeout=
         except ValueError:
             pass
     return summary, stdout, stderr, proc.returncode, wall
+
+
+def kill_session(sid):
+    try:
+        os.killpg(sid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def read_records(path):

@@ -184,7 +184,7 @@ for i in "${!PYS[@]}"; do
   # tests (thousands of forks) run once, on the newest Python; the others deselect them.
   select=()
   if [ "$i" != $((${#PYS[@]} - 1)) ]; then select=(-m "not stress"); fi
-  (cd "$RUN" && timeout -k 30 "$PYTEST_TIMEOUT" "$venv/bin/python" -m pytest "$REPO/tests" -p no:cacheprovider -q \
+  (cd "$RUN" && timeout -s INT -k 60 "$PYTEST_TIMEOUT" "$venv/bin/python" -m pytest "$REPO/tests" -p no:cacheprovider -q \
      -n 2 "${select[@]}" </dev/null) 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
   count "$status" "$log"
   ROW_TEST+=("$(describe "$status" "$PYTEST_TIMEOUT" "$log")")

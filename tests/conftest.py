@@ -66,6 +66,46 @@ class Result:
         return "<Result rc=%s records=%d stderr=%r>" % (self.returncode, len(self.records), self.stderr[-2000:])
 
 
+def run_bounded(cmd, timeout=TIMEOUT, **kw):
+    """subprocess.run(cmd, capture_output=True, **kw), with a timeout that always ends.
+
+    The program runs in a session of its own. On timeout the whole session is killed (its
+    forked children too: a hung child would otherwise keep the pipes open, and the
+    timeout's own wait for end of output would hang the test run), and the test fails
+    with what the program printed. Once the program has finished, whatever it left behind
+    in its session (an orphaned hung child) is killed too, so it cannot load the machine
+    under later tests."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            start_new_session=True, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_session(proc.pid)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # a process outside the session holds the pipes
+            proc.kill()
+            out, err = b"", b"(output not read: the pipes stayed open)"
+        pytest.fail("%s did not finish in %s s\n--- stdout:\n%s\n--- stderr:\n%s"
+                    % (cmd, timeout, _tail(out), _tail(err)), pytrace=False)
+    finally:
+        kill_session(proc.pid)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def kill_session(sid):
+    try:
+        os.killpg(sid, 9)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(data, n=4000):
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    return (data or "")[-n:]
+
+
 def read_jsonl(path):
     if not os.path.exists(path):
         return []
@@ -88,8 +128,8 @@ def run_python(tmp_path):
                     if not k.startswith("FORKAUDIT") or k == FORCE_NO_C_LEVEL}
         full_env["FORKAUDIT_TEST_REPORT"] = report
         full_env.update(env or {})
-        proc = subprocess.run([python, str(script), *args], env=full_env, cwd=str(tmp_path),
-                              capture_output=True, text=True, timeout=timeout)
+        proc = run_bounded([python, str(script), *args], env=full_env, cwd=str(tmp_path),
+                           text=True, timeout=timeout)
         return Result(proc, read_jsonl(report))
     return run
 

@@ -18,6 +18,8 @@ import textwrap
 
 import pytest
 
+from conftest import run_bounded
+
 TIMEOUT = 60
 
 # A program that forks three children (each exits 7), prints, writes its own stderr line and
@@ -69,8 +71,8 @@ class Run:
 
 
 def run(code, env=None, args=(), python=sys.executable, cwd=None, wrap=(), preexec_fn=None):
-    proc = subprocess.run([*wrap, python, *args, "-c", code], env=clean_env(env), cwd=cwd,
-                          capture_output=True, timeout=TIMEOUT, preexec_fn=preexec_fn)
+    proc = run_bounded([*wrap, python, *args, "-c", code], env=clean_env(env), cwd=cwd,
+                       timeout=TIMEOUT, preexec_fn=preexec_fn)
     return Run(proc)
 
 
@@ -518,8 +520,7 @@ def test_address_space_at_its_limit_is_one_line(tmp_path, megabytes):
 # -- the command line --------------------------------------------------------------------------
 
 def forkaudit_cli(*args, env=None, timeout=TIMEOUT):
-    proc = subprocess.run([sys.executable, "-m", "forkaudit", *args], env=clean_env(env), capture_output=True,
-                          timeout=timeout)
+    proc = run_bounded([sys.executable, "-m", "forkaudit", *args], env=clean_env(env), timeout=timeout)
     return Run(proc)
 
 

@@ -2,9 +2,10 @@
 import json
 import os
 import re
-import subprocess
 import sys
 import textwrap
+
+from conftest import run_bounded
 
 TIMEOUT = 120
 
@@ -56,8 +57,8 @@ int start_worker(void) {
 def forkaudit(args, cwd, env=None):
     full = {k: v for k, v in os.environ.items() if not k.startswith("FORKAUDIT")}
     full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "forkaudit", *args], cwd=str(cwd), env=full,
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    return run_bounded([sys.executable, "-m", "forkaudit", *args], cwd=str(cwd), env=full,
+                       text=True, timeout=TIMEOUT)
 
 
 def write(tmp_path, name, code):

@@ -4,11 +4,12 @@ import errno
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import sysconfig
 
 import pytest
+
+from conftest import run_bounded
 
 from forkaudit import naming, settings, sink
 from forkaudit.commands import report as report_cmd
@@ -69,8 +70,8 @@ def test_auxv_secure_reads_the_at_secure_entry():
 def test_environment_ignored_follows_sys_flags():
     code = "from forkaudit import settings; print(settings.environment_ignored())"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORKAUDIT")}
-    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    isolated = subprocess.run([sys.executable, "-E", "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    plain = run_bounded([sys.executable, "-c", code], text=True, env=env, timeout=60)
+    isolated = run_bounded([sys.executable, "-E", "-c", code], text=True, env=env, timeout=60)
     assert (plain.stdout, isolated.stdout) == ("False\n", "True\n")
 
 
@@ -295,8 +296,7 @@ BAD_LINES = [
 
 
 def run_report(path, *args):
-    proc = subprocess.run([sys.executable, "-m", "forkaudit", "report", str(path), *args], capture_output=True,
-                          timeout=120)
+    proc = run_bounded([sys.executable, "-m", "forkaudit", "report", str(path), *args], timeout=120)
     return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
@@ -355,7 +355,7 @@ def test_report_streams_a_large_file_in_little_memory(tmp_path):
     code = ("import sys\nfrom forkaudit.cli import main\nrc = main(['report', %r])\n"
             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
             "print('MAXRSS', hwm.split()[1])\nsys.exit(rc)\n" % str(path))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = run_bounded([sys.executable, "-c", code], text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     maxrss_kb = int(proc.stdout.split("MAXRSS ")[1])
     assert maxrss_kb < 80 * 1024, "the report command used %d MB for a 60 MB file" % (maxrss_kb // 1024)

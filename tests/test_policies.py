@@ -3,10 +3,11 @@ example (a QueueHandler + fork-based Pool deadlock) under `forkaudit run`."""
 import json
 import os
 import re
-import subprocess
 import sys
 
 import pytest
+
+from conftest import run_bounded
 
 # a copy of ../shared/examples/pool_logging_deadlock.py (test_shipped_data.py keeps it in step)
 EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pool_logging_deadlock.py")
@@ -208,7 +209,7 @@ emit(first=first, second=second, clean=clean)
     report = str(tmp_path / "report.jsonl")
     assert [r["pid"] for r in result.records] == [facts["first"], facts["second"], facts["clean"]]
 
-    full = subprocess.run(forkaudit_cli() + ["report", report], capture_output=True, text=True, timeout=60)
+    full = run_bounded(forkaudit_cli() + ["report", report], text=True, timeout=60)
     assert full.returncode == 0, full
     out = full.stdout
     assert out.endswith("3 record(s), 2 with hazards\n")
@@ -220,8 +221,8 @@ emit(first=first, second=second, clean=clean)
     assert re.search(r'File ".*snippet\.py", line \d+, in enter_other\n', out)
     assert "-> child %d:" % facts["clean"] not in out        # no hazards: not rendered without --all
 
-    one = subprocess.run(forkaudit_cli() + ["report", report, "--pid", str(facts["second"])],
-                         capture_output=True, text=True, timeout=60)
+    one = run_bounded(forkaudit_cli() + ["report", report, "--pid", str(facts["second"])],
+                      text=True, timeout=60)
     assert one.returncode == 0, one
     assert "-> child %d:" % facts["second"] in one.stdout and "__main__.OTHER" in one.stdout
     assert "__main__.LOCK" not in one.stdout and "-> child %d:" % facts["first"] not in one.stdout
@@ -232,7 +233,7 @@ emit(first=first, second=second, clean=clean)
                                                   % (result.records[1]["parent_pid"], facts["second"]))]
     assert one.stdout == block + "1 record(s), 1 with hazards\n"
 
-    every = subprocess.run(forkaudit_cli() + ["report", report, "--all"], capture_output=True, text=True, timeout=60)
+    every = run_bounded(forkaudit_cli() + ["report", report, "--all"], text=True, timeout=60)
     assert "pid %d (parent %d, warn policy): 0 hazard(s)" % (facts["clean"], result.records[2]["parent_pid"]) in every.stdout
 
 
@@ -244,9 +245,9 @@ def test_seed_example_completes_under_abort_now():
     # task, and the pool starts another: every round completes. (Under 'abort' the worker is
     # stopped only once it is stuck, inside its task: multiprocessing.Pool does not run a
     # task again whose worker died, so that round still fails, with the report.)
-    proc = subprocess.run(forkaudit_cli() + ["run", "--policy", "abort-now", "--",
-                                             sys.executable, EXAMPLE, "6", "5"],
-                          capture_output=True, text=True, timeout=150)
+    proc = run_bounded(forkaudit_cli() + ["run", "--policy", "abort-now", "--",
+                                          sys.executable, EXAMPLE, "6", "5"],
+                       text=True, timeout=150)
     assert proc.returncode == 0, (proc.stdout, proc.stderr[-3000:])
     assert "all 6 rounds finished" in proc.stdout
     # every worker it stopped was named with the lock of this deadlock
@@ -257,9 +258,9 @@ def test_seed_example_completes_under_abort_now():
 @pytest.mark.c_level
 def test_seed_example_hung_worker_names_the_queue_mutex(tmp_path):
     report = str(tmp_path / "seed.jsonl")
-    proc = subprocess.run(forkaudit_cli() + ["run", "--policy", "record", "--json", report, "--",
-                                             sys.executable, EXAMPLE, "20", "3"],
-                          capture_output=True, text=True, timeout=150)
+    proc = run_bounded(forkaudit_cli() + ["run", "--policy", "record", "--json", report, "--",
+                                          sys.executable, EXAMPLE, "20", "3"],
+                       text=True, timeout=150)
     records = [json.loads(line) for line in open(report)] if os.path.exists(report) else []
     if proc.returncode == 0:
         # a run with no hung round (rare; the deadlock is a race): nothing to explain

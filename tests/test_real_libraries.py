@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import read_jsonl
+from conftest import kill_session, read_jsonl
 from forkcase import PRELUDE
 
 LIKELY = ("logging", "global")
@@ -606,7 +606,8 @@ def run_gunicorn(tmp_path, hold):
     sock = "unix:%s" % (tmp_path / "g.sock")
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--preload", "-w", "2", "-b", sock,
                              "--graceful-timeout", "2", "tinyapp:app"], cwd=str(tmp_path), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         deadline = time.monotonic() + 20
         while len([r for r in read_jsonl(str(report)) if r["side"] == "child" and r["event"] == "fork"]) < 2:
@@ -618,8 +619,9 @@ def run_gunicorn(tmp_path, hold):
         try:
             proc.communicate(timeout=15)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+            kill_session(proc.pid)      # the master and its workers, which hold the pipes
+            proc.communicate(timeout=15)
+        kill_session(proc.pid)
     return [r for r in read_jsonl(str(report)) if r["side"] == "child" and r["event"] == "fork"]
 
 

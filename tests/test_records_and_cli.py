@@ -9,6 +9,8 @@ import venv
 
 import pytest
 
+from conftest import run_bounded
+
 from forkcase import PRELUDE, snippet
 
 HOLD_BOTH = '''
@@ -129,8 +131,7 @@ def test_pth_activation_in_a_fresh_venv(tmp_path):
 
 
 def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "forkaudit", *args], capture_output=True, text=True,
-                          timeout=120, **kw)
+    return run_bounded([sys.executable, "-m", "forkaudit", *args], text=True, timeout=120, **kw)
 
 
 def test_run_passes_the_exit_status_through(tmp_path):

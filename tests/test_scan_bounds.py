@@ -12,10 +12,11 @@ production user would (FORKAUDIT=record), and forks once with a thread holding a
 pthread mutex (taken through ctypes), so the scan has a lock to find.
 """
 import os
-import subprocess
 import sys
 
 import pytest
+
+from conftest import run_bounded
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the C scan is Linux only")
 
@@ -243,8 +244,7 @@ def layout_check(env):
     code = "import forkaudit.native as n; print(n.available); print(n.reason)"
     full = {k: v for k, v in os.environ.items() if not k.startswith("FORKAUDIT")}
     full.update(env)
-    proc = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
-                          timeout=60, cwd="/")
+    proc = run_bounded([sys.executable, "-c", code], env=full, text=True, timeout=60, cwd="/")
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 
