@@ -611,7 +611,10 @@ def run_gunicorn(tmp_path, hold):
     try:
         deadline = time.monotonic() + 20
         while len([r for r in read_jsonl(str(report)) if r["side"] == "child" and r["event"] == "fork"]) < 2:
-            assert proc.poll() is None, proc.communicate()
+            if proc.poll() is not None:   # the master is gone; its workers may still hold the pipes
+                kill_session(proc.pid)
+                pytest.fail("gunicorn exited %s before its workers were audited:\n%s"
+                            % (proc.returncode, proc.communicate(timeout=15)[1][-3000:]))
             assert time.monotonic() < deadline, "gunicorn's workers were not audited in 20 s"
             time.sleep(0.05)
     finally:
