@@ -496,7 +496,10 @@ def test_grpc_server_locks_are_not_reported_as_likely(run_python):
     result = run_python(program(GRPC + CONTROL), timeout=60, env={"GRPC_VERBOSITY": "ERROR"})
     assert result.returncode == 0, result
     [codes] = [f["codes"] for f in facts(result) if "codes" in f]
-    assert codes == [0] * 8, result
+    # grpc crashes a child by itself now and then: without forkaudit, a child of this program
+    # died of SIGSEGV in 1 run of 80 (the first child; gdb: a thread inside cygrpc). Every
+    # other child exits 0.
+    assert len(codes) == 8 and codes.count(0) >= 7 and set(codes) <= {0, -11}, result
     for rec in result.children[:8]:
         for h in rec["hazards"]:
             assert h["reach"] not in LIKELY, h
