@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 
-from . import cpython_layout, heldby, locktypes, naming, native, safeattr
+from . import cpython_layout, heldby, importlocks, locktypes, naming, native, safeattr
 from .threads import python_threads
 
 
@@ -231,10 +231,13 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
         audit_saw_all = False
     if snap is None:
         return [], []
+    imports = _import_hazards(snap)   # (no walk: importlib's table names them)
     if in_child and not _worth_a_walk(snap):
         if remember:
             audit_saw_all = True
-        return [], []  # a clean fork: nothing held to explain, and no page written to find that out
+        # a clean fork, but for modules another thread was importing: nothing else held to
+        # explain, and no page written to find that out
+        return _finish(imports, [], remember), []
     walked = naming.walk()
     private = {id(o) for o in snap.private} | walked.private | _started_here(in_child)
     candidates = dict(snap.candidates)
@@ -281,15 +284,25 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
                 "%s's at-fork handler" % by if by else "an at-fork handler")
             reinit.append(e)
     hazards.extend(_internal_hazards(walked, snap))
-    if remember:  # this process keeps these locks held for good: tell later forks who held them
+    hazards.extend(imports)
+    if remember:
         audit_saw_all = walked.complete
-        for e in hazards:
-            if e["owner"] is not None and e["_id"] not in _inherited:
-                _inherited[e["_id"]] = (e["owner"]["name"], e["owner"]["native_id"], os.getppid())
-    for e in hazards + reinit:
+    for e in reinit:
         for key in ("_who", "_what", "_where", "_id"):
             e.pop(key, None)
-    return hazards, reinit
+    return _finish(hazards, reinit, remember), reinit
+
+
+def _finish(hazards, reinit, remember):
+    """The hazards without their private keys; with `remember` (the child's audit), each one
+    with an owner is kept in _inherited: this process holds those locks for good, and a fork
+    it makes later names who held them."""
+    for e in hazards:
+        if remember and e["owner"] is not None and e["_id"] not in _inherited:
+            _inherited[e["_id"]] = (e["owner"]["name"], e["owner"]["native_id"], os.getppid())
+        for key in ("_who", "_what", "_where", "_id"):
+            e.pop(key, None)
+    return hazards
 
 
 def _started_here(in_child):
@@ -400,6 +413,46 @@ def _internal_hazards(walked, snap):
             "why": "the internal lock of a %s%s is held by %s%s, which does not exist in the child; "
                    "the child's first use of this file blocks forever" % (kind, target, who, where),
             "_id": obj_id,
+        })
+    return out
+
+
+def _import_hazards(snap):
+    """Modules another thread was importing at the fork (importlocks): the child's first
+    import of each blocks on that thread's module lock."""
+    out = []
+    importlocks.wakeups.clear()
+    for held in importlocks.held():
+        if held.owner == snap.forking.ident:
+            continue  # the child is that thread: its import goes on in the child
+        owner = snap.by_ident.get(held.owner)
+        earlier = _inherited_owner(id(held.lock)) if owner is None else None
+        if owner is not None:
+            who = "thread %r (native id %s)" % (owner.name, owner.native_id)
+        elif earlier is not None:
+            who = "thread %r (native id %s) of process %s, since an earlier fork" % earlier
+        else:
+            who = "thread ident %d, which is not in the child" % held.owner
+        where = ""
+        if owner is not None and owner.stack:
+            # the module's own code, where the import had got to (else the innermost frame)
+            f = next((f for f in reversed(owner.stack) if f["function"] == "<module>"), owner.stack[-1])
+            where = " (in %s() at %s:%s)" % (f["function"], f["file"].rsplit("/", 1)[-1], f["line"])
+        importlocks.wakeups[id(held.lock)] = held.wakeup
+        out.append({
+            "kind": "python_internal",
+            "owner": ({"native_id": owner.native_id, "name": owner.name} if owner else
+                      {"native_id": earlier[1], "name": earlier[0]} if earlier else None),
+            "object": {"type": importlocks.TYPE_NAME, "path": importlocks.path(held.name)},
+            "address": "0x%x" % id(held.lock),
+            "library": None,
+            "symbol": None,
+            "held_at": list(owner.stack) if owner else None,
+            "by": None,
+            "why": ("the import lock of module %r is held by %s%s, which was importing it at the fork "
+                    "and does not exist in the child; the module stays half-initialised there, and the "
+                    "child's first import of it blocks forever" % (held.name, who, where)),
+            "_id": id(held.lock),
         })
     return out
 

@@ -5,6 +5,8 @@ Levels, most likely to hang the child first (LEVELS):
   "logging"    the lock's path starts at a logger: the child blocks when it logs through it
   "global"     a module global's path (the program's own state, a library's module state),
                or a standard stream's buffer (the child's print())
+  "import"     a module's import lock (importlocks): the child blocks when it imports that
+               module, or anything that imports it
   "c-library"  a C lock in a named library's data/bss: the child blocks when it calls
                into that library
   "c-heap"     a C lock in heap or anonymous memory (a library's object: a connection, a pool)
@@ -32,10 +34,10 @@ import sys
 import threading
 import types
 
-from . import heldby, known, naming, safeattr, stackcode
+from . import heldby, importlocks, known, naming, safeattr, stackcode
 from .maps import Maps
 
-LEVELS = ("logging", "global", "local", "c-library", "c-heap", None, "internal", "unreachable")
+LEVELS = ("logging", "global", "import", "local", "c-library", "c-heap", None, "internal", "unreachable")
 MAX_NODES = 20000
 MAX_DEPTH = 6
 C_KINDS = ("pthread_mutex", "pthread_rwlock", "semaphore")
@@ -198,6 +200,8 @@ def python_reach(hazard, reachable=None):
     if path.startswith(known.INTERNAL_ROOTS):
         return "internal"
     if hazard.get("kind") == "python_internal":
+        if obj.get("type") == importlocks.TYPE_NAME:
+            return "import"
         if any(path == s or path.startswith((s + ".", s + "[")) for s in known.STD_STREAMS):
             return "global"
         return "internal"

@@ -6,6 +6,8 @@ what was reset harmlessly, then the fix lines chosen for the case (a known libra
 the fork came from, the lock's real path).
 """
 
+import re
+
 from . import known
 
 WIDTH = 78
@@ -53,6 +55,8 @@ def owner_text(h):
 REACH_TEXT = {
     "logging": "likely: its path starts at a logger, so the child blocks when it logs there",
     "global": "likely: a module global leads to it, so the child blocks when its code uses it",
+    "import": ("likely if the child imports that module, or anything that imports it: the import waits "
+               "for the vanished thread's import to finish"),
     "c-library": "likely if the child calls into %s (the lock lives in that library's data)",
     "c-heap": ("possible: a C library's object in %s memory; the child blocks when it calls into "
                "the library that locked it"),
@@ -143,6 +147,9 @@ START_METHOD = {
 }
 
 
+_IMPORT_PATH = re.compile(r"^importlib\._bootstrap\._module_locks\[['\"](.+)['\"]\]\(\)$")
+
+
 def advice(event):
     """The fix lines for this case: a known library's own remedy, then by where the fork came
     from (gunicorn's arbiter, multiprocessing, concurrent.futures, a raw os.fork)."""
@@ -153,6 +160,15 @@ def advice(event):
         if any(h.get("known") == key for h in hazards):
             entry = known.LIBRARIES[key]
             lines.append("fix (%s): %s." % (entry["name"], entry["remedy"]))
+    modules = [m.group(1) for m in (_IMPORT_PATH.match((h.get("object") or {}).get("path") or "")
+                                    for h in hazards if h.get("reach") == "import") if m]
+    if modules:
+        lines.append("fix: import %s before the fork (in the main thread, before starting the threads that "
+                     "import it or before forking): an import in another thread at the fork leaves it "
+                     "half-done in the child." % ", ".join(modules))
+        hazards = [h for h in hazards if h.get("reach") != "import"]
+        if not hazards:
+            return lines
     likely = [h for h in hazards if h.get("reach") in ("logging", "global", "local", None)] or hazards
     first = next((h for h in likely if reset_expr(h)), None)
     reset = reset_line(first) if first else None

@@ -189,7 +189,7 @@ def disarm_child():
 
 def futex_words(h):
     """The futex words a thread blocks on when it takes this hazard's lock, or []."""
-    from . import cpython_layout
+    from . import cpython_layout, importlocks, locktypes
     try:
         addr = int(h.get("address") or "0", 16)
     except ValueError:
@@ -204,6 +204,11 @@ def futex_words(h):
     if kind in ("python_lock", "python_rlock") and cpython_layout.verified:
         sem = native.read(addr + cpython_layout.LOCK_POINTER_OFFSET, 8)
         return [int.from_bytes(sem, "little")] if sem and any(sem) else []
+    if kind == "python_internal" and (h.get("object") or {}).get("type") == importlocks.TYPE_NAME:
+        # an import of the module sleeps on the module lock's wakeup lock
+        wakeup = importlocks.wakeups.get(addr)
+        sem = cpython_layout.semaphore_address(wakeup) if type(wakeup) is locktypes.LOCK else None
+        return [sem] if sem else []
     if kind == "python_internal" and cpython_layout.buffered_offsets is not None:
         sem = native.read(addr + cpython_layout.buffered_offsets[0], 8)
         return [int.from_bytes(sem, "little")] if sem and any(sem) else []
