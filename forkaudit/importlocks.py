@@ -68,6 +68,21 @@ def held():
 wakeups = {}
 
 
+def module_frame(name, stack):
+    """The innermost frame of module `name`'s own code (its file's <module> frame) on a
+    stack (innermost last), or None (an extension module, or its code not running yet)."""
+    module = dict.get(sys.modules, name)
+    if not safeattr.is_a(module, types.ModuleType):
+        return None
+    filename = safeattr.module_dict(module).get("__file__")
+    if type(filename) is not str:
+        return None
+    for f in reversed(stack or ()):
+        if f.get("function") == "<module>" and f.get("file") == filename:
+            return f
+    return None
+
+
 def path(name):
     """An expression that reaches module `name`'s import lock."""
     return "importlib._bootstrap._module_locks[%r]()" % name

@@ -434,10 +434,9 @@ def _import_hazards(snap):
         else:
             who = "thread ident %d, which is not in the child" % held.owner
         where = ""
-        if owner is not None and owner.stack:
-            # the module's own code, where the import had got to (else the innermost frame)
-            f = next((f for f in reversed(owner.stack) if f["function"] == "<module>"), owner.stack[-1])
-            where = " (in %s() at %s:%s)" % (f["function"], f["file"].rsplit("/", 1)[-1], f["line"])
+        f = importlocks.module_frame(held.name, owner.stack) if owner is not None else None
+        if f is not None:   # where the module's own code had got to
+            where = " (at %s:%s)" % (_short_file(f["file"]), f["line"])
         importlocks.wakeups[id(held.lock)] = held.wakeup
         out.append({
             "kind": "python_internal",
@@ -449,12 +448,18 @@ def _import_hazards(snap):
             "symbol": None,
             "held_at": list(owner.stack) if owner else None,
             "by": None,
-            "why": ("the import lock of module %r is held by %s%s, which was importing it at the fork "
+            "why": ("the import lock of module %r is held by %s, which was importing it at the fork%s "
                     "and does not exist in the child; the module stays half-initialised there, and the "
                     "child's first import of it blocks forever" % (held.name, who, where)),
             "_id": id(held.lock),
         })
     return out
+
+
+def _short_file(path):
+    """'slowmod.py', or 'numpy/__init__.py' for a package's own file."""
+    parts = path.replace("\\", "/").rsplit("/", 2)
+    return "/".join(parts[-2:]) if parts[-1] == "__init__.py" and len(parts) > 1 else parts[-1]
 
 
 def audit_child(snap, blocked_on=None):

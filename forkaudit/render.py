@@ -162,6 +162,9 @@ def advice(event):
             lines.append("fix (%s): %s." % (entry["name"], entry["remedy"]))
     modules = [m.group(1) for m in (_IMPORT_PATH.match((h.get("object") or {}).get("path") or "")
                                     for h in hazards if h.get("reach") == "import") if m]
+    # a package's import covers its submodules': name the outermost of each chain
+    modules = [m for m in dict.fromkeys(modules)
+               if not any(m.startswith(other + ".") for other in modules)]
     if modules:
         lines.append("fix: import %s before the fork (in the main thread, before starting the threads that "
                      "import it or before forking): an import in another thread at the fork leaves it "

@@ -70,7 +70,7 @@ emit(pid=pid, code=code, native_id=t.native_id)
     assert h["owner"] == {"native_id": facts["native_id"], "name": "importer"}
     assert [f["function"] for f in h["held_at"]][-3:] == ["<module>", "wait", "wait"]
     assert h["held_at"][-3]["file"].endswith("slowmod.py")
-    assert "module 'slowmod'" in h["why"] and "in <module>() at slowmod.py:3" in h["why"]
+    assert "module 'slowmod'" in h["why"] and "importing it at the fork (at slowmod.py:3)" in h["why"]
     from forkaudit import render
     text = render.text(rec)
     assert "fix: import slowmod before the fork" in text
@@ -153,3 +153,38 @@ emit(pid=pid, code=code)
     actions = [r["action"] for r in result.records if r["event"] == "watchdog" and r["pid"] == result.facts["pid"]]
     assert actions == ["aborted"], result.records
     assert "the import lock of module 'slowmod'" in result.stderr
+
+
+def test_a_package_importing_its_submodule_names_each_module_where_it_was(fa_program):
+    result = run(fa_program, '''
+EXPECT_BLOCKED = True
+here = os.path.dirname(os.path.abspath(__file__))
+os.makedirs(os.path.join(here, "slowpkg"), exist_ok=True)
+with open(os.path.join(here, "slowpkg", "__init__.py"), "w") as f:
+    f.write("X = 1\\nfrom . import inner\\n")
+with open(os.path.join(here, "slowpkg", "inner.py"), "w") as f:
+    f.write("import slowmod\\n")
+
+def pkg_importer(held, release):
+    builtins.SLOWMOD_HELD, builtins.SLOWMOD_RELEASE = held, release
+    import slowpkg   # noqa: F401
+
+t, release = hold_in_thread("importer", pkg_importer)
+pid, code = fork_once(child)
+release.set()
+t.join(10)
+emit(pid=pid, code=code)
+''')
+    assert result.facts["code"] == 0, result.facts
+    [rec] = result.children
+    found = {h["object"]["path"]: h["why"] for h in import_hazards(rec)}
+    assert sorted(found) == ["importlib._bootstrap._module_locks['%s']()" % m
+                             for m in ("slowmod", "slowpkg", "slowpkg.inner")], found
+    assert "(at slowpkg/__init__.py:2)" in found["importlib._bootstrap._module_locks['slowpkg']()"]
+    assert "(at inner.py:1)" in found["importlib._bootstrap._module_locks['slowpkg.inner']()"]
+    assert "(at slowmod.py:3)" in found["importlib._bootstrap._module_locks['slowmod']()"]
+    from forkaudit import render
+    [fix] = [line for line in render.advice(rec) if line.startswith("fix: import ")]
+    # the package's import covers its submodule: slowpkg.inner is not named
+    assert fix.startswith(("fix: import slowpkg, slowmod before the fork",
+                           "fix: import slowmod, slowpkg before the fork")), fix
