@@ -77,6 +77,25 @@ emit(code2=code, fired2=watchdog._marks.parent_fired, armed_after2=watchdog._mar
     assert f["code2"] == 0 and f["fired2"] == 0 and f["armed_after2"] == 0
 
 
+def test_a_wait_over_by_the_second_look_is_not_reported(fa_program):
+    # The control of the test above, at the watchdog's edge: the hook waits on LOCK, the
+    # watchdog sees that untimed wait at its tick, and the holder lets LOCK go right then
+    # (as a lock held for an instant, under load, would be). The watchdog looks once more
+    # before it reports: the fork has returned by then, and there is no report.
+    result = fa_program(WATCH % "warn" + STUCK_BEFORE_HOOK.replace(
+        "watchdog._marks.parent_fired, \"the parent watchdog\"",
+        "watchdog._marks.parent_pending, \"the parent watchdog's first look\"") + '''
+pid, code = fork_once()
+emit(code=code, fired=watchdog._marks.parent_fired, seen=watchdog._marks.parent_seen,
+     pending=watchdog._marks.parent_pending, armed_after=watchdog._marks.parent_tid, released=len(FIRED))
+''', install=False)
+    assert result.returncode == 0, result
+    f = result.facts
+    assert f == {"code": 0, "fired": 0, "seen": 1, "pending": 0, "armed_after": 0, "released": 1}, (f, result)
+    assert "forkaudit watchdog" not in result.stderr, result.stderr
+    assert [r for r in result.records if r["event"] == "watchdog"] == []
+
+
 def test_a_fork_that_execs_stuck_in_a_before_hook_is_reported_without_the_flow(fa_program):
     # activated by the environment, as in production; the process's only forks exec, so the
     # flow is never loaded: the report's Python part loads what it needs when it fires
