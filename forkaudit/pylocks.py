@@ -376,6 +376,20 @@ def _alone_at_the_fork(snap):
     return native.child_armed() and native.vanished() == []
 
 
+def _owner_by_ident(ident, lock_id, snap):
+    """(ThreadInfo or None, the record's "owner", words naming it) for a lock whose owner is
+    known by its thread ident: a thread at the fork, or one of an earlier fork's."""
+    owner = snap.by_ident.get(ident)
+    if owner is not None:
+        return owner, {"native_id": owner.native_id, "name": owner.name}, \
+            "thread %r (native id %s)" % (owner.name, owner.native_id)
+    earlier = _inherited_owner(lock_id)
+    if earlier is not None:
+        return None, {"native_id": earlier[1], "name": earlier[0]}, \
+            "thread %r (native id %s) of process %s, since an earlier fork" % earlier
+    return None, None, "thread ident %d" % ident
+
+
 def _internal_hazards(walked, snap):
     """Buffered IO objects whose internal lock a vanished thread holds (python_internal).
 
@@ -385,25 +399,17 @@ def _internal_hazards(walked, snap):
         ident = cpython_layout.buffered_owner(obj)
         if ident is None or ident == snap.forking.ident:
             continue
-        owner = snap.by_ident.get(ident)
-        earlier = _inherited_owner(obj_id) if owner is None else None
+        owner, owner_record, who = _owner_by_ident(ident, obj_id, snap)
         kind = safeattr.type_name(type(obj))
         name = safeattr.file_name(obj)
         target = " on %s" % (name if type(name) is str else "fd %s" % name) if name is not None else ""
-        if owner is not None:
-            who = "thread %r (native id %s)" % (owner.name, owner.native_id)
-        elif earlier is not None:
-            who = "thread %r (native id %s) of process %s, since an earlier fork" % earlier
-        else:
-            who = "thread ident %d" % ident
         where = ""
         if owner is not None and owner.stack:
             f = owner.stack[-1]
             where = " (in %s() at %s:%s)" % (f["function"], f["file"].rsplit("/", 1)[-1], f["line"])
         out.append({
             "kind": "python_internal",
-            "owner": ({"native_id": owner.native_id, "name": owner.name} if owner else
-                      {"native_id": earlier[1], "name": earlier[0]} if earlier else None),
+            "owner": owner_record,
             "object": {"type": kind, "path": path},
             "address": "0x%x" % obj_id,
             "library": None,
@@ -425,14 +431,7 @@ def _import_hazards(snap):
     for held in importlocks.held():
         if held.owner == snap.forking.ident:
             continue  # the child is that thread: its import goes on in the child
-        owner = snap.by_ident.get(held.owner)
-        earlier = _inherited_owner(id(held.lock)) if owner is None else None
-        if owner is not None:
-            who = "thread %r (native id %s)" % (owner.name, owner.native_id)
-        elif earlier is not None:
-            who = "thread %r (native id %s) of process %s, since an earlier fork" % earlier
-        else:
-            who = "thread ident %d, which is not in the child" % held.owner
+        owner, owner_record, who = _owner_by_ident(held.owner, id(held.lock), snap)
         where = ""
         f = importlocks.module_frame(held.name, owner.stack) if owner is not None else None
         if f is not None:   # where the module's own code had got to
@@ -440,8 +439,7 @@ def _import_hazards(snap):
         importlocks.wakeups[id(held.lock)] = held.wakeup
         out.append({
             "kind": "python_internal",
-            "owner": ({"native_id": owner.native_id, "name": owner.name} if owner else
-                      {"native_id": earlier[1], "name": earlier[0]} if earlier else None),
+            "owner": owner_record,
             "object": {"type": importlocks.TYPE_NAME, "path": importlocks.path(held.name)},
             "address": "0x%x" % id(held.lock),
             "library": None,
