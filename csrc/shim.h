@@ -195,7 +195,7 @@ typedef struct {
                                        their at-fork hooks) */
     volatile int32_t watch_aborts;  /* of those, stopped under 'abort' */
     volatile int32_t parent_seen;   /* untimed waits of watched forks seen once and not there a
-                                       moment later (not reported: a lock held for an instant) */
+                                       period later (not reported: a lock held for an instant) */
     volatile int32_t parent_pending; /* 1 while such a first sight awaits its second look */
 } fa_wd_marks;
 extern fa_wd_marks fa_wd;

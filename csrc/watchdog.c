@@ -413,14 +413,15 @@ static void parent_fired(void *ctx) {
         return;
     }
     if (wd_pseen != addr || wd_pseen_phase != phase) {
-        /* First sight of this untimed wait: a fact only if it still holds a moment later. Under
-         * heavy load a lock another thread holds for an instant (one of CPython's own, taken
-         * around the fork) can be caught at the tick; a stuck fork is still there. */
-        int32_t confirm = wd_ptenths < 10 ? wd_ptenths : 10;
+        /* First sight of this untimed wait: a fact only if it still holds one whole period
+         * later. Under heavy load a lock another thread holds for an instant (one of CPython's
+         * own, taken around the fork) can be caught at the tick, and a starved holder can keep
+         * it for over a second (a CI stress run on two overloaded cores: a second look 1 s
+         * later still saw it); a stuck fork is still there. */
         wd_pseen = addr;       /* (the report keeps the time of first sight: stuck since then) */
         wd_pseen_phase = phase;
         fa_wd.parent_pending = 1;
-        set_timer(wd_ptimer, confirm, 0);
+        set_timer(wd_ptimer, wd_ptenths, 0);
         return;
     }
     wd_pseen = 0;
