@@ -65,7 +65,8 @@ static int32_t wd_ptid;                 /* the thread whose fork is watched */
 static int32_t wd_seconds;              /* tenths of seconds, for the report */
 static int32_t wd_ptenths;              /* the parent timer's period, tenths of seconds */
 static int wd_policy;                   /* FA_WD_POLICY_* */
-static uint64_t wd_pseen;               /* parent: an untimed wait seen once, to confirm */
+static uint64_t wd_pseen;               /* parent: an untimed wait seen once, to confirm (0: none;
+                                           fa_wd.parent_pending says the same to Python) */
 static int wd_pseen_phase;
 static uint64_t wd_seen;                /* child: the address waited on at the last tick */
 static int wd_seen_phase;
@@ -390,15 +391,29 @@ static void call_python(void *callable) {
 
 static int set_timer(int id, int32_t tenths, int periodic);
 
+/* The parent's first sight of an untimed wait, to be confirmed at a second look. */
+static void first_sight(uint64_t addr, int phase) {
+    wd_pseen = addr;
+    wd_pseen_phase = phase;
+    fa_wd.parent_pending = 1;
+}
+
+/* The wait seen at the first look is over (the fork moved on, or returned): it was not
+ * stuck, and is counted as such. Nothing to do when there was none. */
+static void sight_over(void) {
+    if (wd_pseen)
+        fa_wd.parent_seen++;
+    wd_pseen = 0;
+    fa_wd.parent_pending = 0;
+}
+
 static void parent_fired(void *ctx) {
     int certain;
     uint64_t addr = futex_of(ctx, &certain);
     int32_t owner;
     int phase = fa_wd.phase;
-    if (fa_wd.parent_pending && (wd_pseen != addr || wd_pseen_phase != phase || !certain)) {
-        fa_wd.parent_seen++;     /* the wait seen at the last look is over: it was not stuck */
-        fa_wd.parent_pending = 0;
-    }
+    if (wd_pseen && (wd_pseen != addr || wd_pseen_phase != phase || !certain))
+        sight_over();
     if (addr == 0 || !certain) {
         /* not waiting on a lock: running (a slow hook, a signal handler forking and waiting
          * inside this fork's hooks), in another system call, or in a timed futex wait (the
@@ -407,24 +422,22 @@ static void parent_fired(void *ctx) {
          * a lock's blocking acquire (sem_wait, pthread_mutex_lock) is untimed. Slow is not
          * stuck: look again one period later, and say nothing unless it is then in an
          * untimed wait. */
-        wd_pseen = 0;
         wd_seconds += wd_ptenths;
         set_timer(wd_ptimer, wd_ptenths, 0);
         return;
     }
-    if (wd_pseen != addr || wd_pseen_phase != phase) {
+    if (!wd_pseen) {
         /* First sight of this untimed wait: a fact only if it still holds one whole period
          * later. Under heavy load a lock another thread holds for an instant (one of CPython's
          * own, taken around the fork) can be caught at the tick, and a starved holder can keep
          * it for over a second (a CI stress run on two overloaded cores: a second look 1 s
-         * later still saw it); a stuck fork is still there. */
-        wd_pseen = addr;       /* (the report keeps the time of first sight: stuck since then) */
-        wd_pseen_phase = phase;
-        fa_wd.parent_pending = 1;
+         * later still saw it); a stuck fork is still there. (The report keeps the time of
+         * first sight: stuck since then.) */
+        first_sight(addr, phase);
         set_timer(wd_ptimer, wd_ptenths, 0);
         return;
     }
-    wd_pseen = 0;
+    wd_pseen = 0;               /* confirmed: reported now, not counted as over */
     fa_wd.parent_pending = 0;
     owner = mutex_owner(addr);  /* an untimed wait from here on: `certain` holds */
     out_lock();
@@ -699,7 +712,7 @@ static int watch_thread(int32_t tid, int32_t tenths, int32_t first, int32_t tota
     wd_ptid = tid;
     wd_ptenths = tenths;
     wd_seconds = total;
-    wd_pseen = 0;
+    sight_over();
     fa_wd.parent_fired = 0;
     fa_wd.parent_tid = tid;
     fa_wd.phase = phase;
@@ -719,7 +732,7 @@ int fa_wd_arm_parent(int32_t tid, int32_t tenths) {
             /* a fork nested in the watched one (a signal handler forking inside its hooks):
              * the thread is moving, not stuck; the watch starts over */
             wd_seconds = wd_ptenths;
-            wd_pseen = 0;
+            sight_over();
             set_timer(wd_ptimer, wd_ptenths, 0);
             return -1;
         }
@@ -748,11 +761,7 @@ void fa_wd_disarm_parent(int32_t tid) {
     memset(&off, 0, sizeof off);
     if (wd_pid == (int32_t)getpid() && wd_ptimer >= 0)
         syscall(SYS_timer_settime, wd_ptimer, 0, &off, NULL);
-    if (fa_wd.parent_pending) {  /* a wait seen once, and the fork returned: it was not stuck */
-        fa_wd.parent_seen++;
-        fa_wd.parent_pending = 0;
-    }
-    wd_pseen = 0;
+    sight_over();                /* the fork returned */
     fa_wd.parent_tid = 0;
     fa_wd.phase = FA_WD_IDLE;
     while (wd_nq > 0 && wd_pid == (int32_t)getpid()) {  /* the oldest queued fork's turn */
