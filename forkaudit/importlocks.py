@@ -32,10 +32,10 @@ def _bootstrap():
 class Held:
     """Module `name`'s import lock, owned at the fork by thread ident `owner`."""
 
-    __slots__ = ("name", "lock", "owner", "count", "wakeup")
+    __slots__ = ("name", "lock", "owner", "wakeup")
 
-    def __init__(self, name, lock, owner, count, wakeup):
-        self.name, self.lock, self.owner, self.count, self.wakeup = name, lock, owner, count, wakeup
+    def __init__(self, name, lock, owner, wakeup):
+        self.name, self.lock, self.owner, self.wakeup = name, lock, owner, wakeup
 
 
 def held():
@@ -59,7 +59,7 @@ def held():
         # 3.9-3.11 count the owner's acquisitions in an int, 3.12+ in a list
         depth = count if type(count) is int else len(count) if type(count) is list else 0
         if type(owner) is int and depth > 0:
-            out.append(Held(name, lock, owner, depth, fields.get("wakeup")))
+            out.append(Held(name, lock, owner, fields.get("wakeup")))
     return out
 
 

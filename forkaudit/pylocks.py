@@ -237,7 +237,7 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
             audit_saw_all = True
         # a clean fork, but for modules another thread was importing: nothing else held to
         # explain, and no page written to find that out
-        return _finish(imports, [], remember), []
+        return _finish(imports, remember), []
     walked = naming.walk()
     private = {id(o) for o in snap.private} | walked.private | _started_here(in_child)
     candidates = dict(snap.candidates)
@@ -287,22 +287,26 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
     hazards.extend(imports)
     if remember:
         audit_saw_all = walked.complete
-    for e in reinit:
-        for key in ("_who", "_what", "_where", "_id"):
-            e.pop(key, None)
-    return _finish(hazards, reinit, remember), reinit
+    return _finish(hazards, remember), _strip(reinit)
 
 
-def _finish(hazards, reinit, remember):
+def _finish(hazards, remember):
     """The hazards without their private keys; with `remember` (the child's audit), each one
     with an owner is kept in _inherited: this process holds those locks for good, and a fork
     it makes later names who held them."""
-    for e in hazards:
-        if remember and e["owner"] is not None and e["_id"] not in _inherited:
-            _inherited[e["_id"]] = (e["owner"]["name"], e["owner"]["native_id"], os.getppid())
+    if remember:
+        for e in hazards:
+            if e["owner"] is not None and e["_id"] not in _inherited:
+                _inherited[e["_id"]] = (e["owner"]["name"], e["owner"]["native_id"], os.getppid())
+    return _strip(hazards)
+
+
+def _strip(entries):
+    """The report entries without the private keys the audit built them with."""
+    for e in entries:
         for key in ("_who", "_what", "_where", "_id"):
             e.pop(key, None)
-    return hazards
+    return entries
 
 
 def _started_here(in_child):
