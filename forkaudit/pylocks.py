@@ -310,14 +310,14 @@ def _strip(entries):
 
 
 def _started_here(in_child):
-    """ids of the _tstate_locks of threads running in the child (started by an after-fork hook,
-    such as opentelemetry's BatchSpanProcessor restarting its worker): each is held by its own
-    live thread, never a hazard."""
+    """ids of the _tstate_locks of threads running in the child: each is held by its own live
+    thread, never a hazard. threading's after-fork hook leaves in its table only this thread,
+    whose lock it re-takes (under gevent's monkey-patching, as a new lock object), and threads
+    an after-fork hook started (opentelemetry's BatchSpanProcessor restarting its worker)."""
     if not in_child:
         return set()
-    me = threading.get_ident()
-    return {id(t.__dict__["_tstate_lock"]) for ident, t in list(dict.items(threading._active))
-            if ident != me and t.__dict__.get("_tstate_lock") is not None}
+    locks = [(safeattr.instance_dict(t) or {}).get("_tstate_lock") for t in list(dict.values(threading._active))]
+    return {id(lock) for lock in locks if lock is not None}
 
 
 # Where a thread parked waiting (Event/Condition/Queue waits, selectors, sockets, pools) has

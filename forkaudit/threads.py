@@ -5,6 +5,7 @@ frozen where it stands: its stack is what it was doing at the fork. Only
 plain data (and references to lock objects) is kept: frame objects of
 threads that vanish must not be touched in the child.
 """
+import _thread
 import os
 import sys
 import threading
@@ -66,8 +67,8 @@ def _field(thread, name):
 
 def capture():
     """(forking ThreadInfo, [other ThreadInfo]) for the current moment."""
-    me = threading.get_ident()
     frames = sys._current_frames()
+    me = _own_ident(frames)
     try:
         return _capture(me, frames)
     finally:
@@ -80,15 +81,32 @@ def capture():
         del frames
 
 
+def _own_ident(frames):
+    """This thread's ident as the interpreter knows it: the key of its caller's very frame.
+    (gevent's monkey-patching makes threading.get_ident() a greenlet's id, which no thread
+    state has.) A helper, so that no frame of capture() holds capture()'s own frame."""
+    here = sys._getframe(1)
+    for ident, frame in dict.items(frames):
+        if frame is here:
+            return ident
+    return threading.get_ident()
+
+
 def _capture(me, frames):
     known = python_threads()
+    my_native_id = _thread.get_native_id()
     forking, others = None, []
     for ident in set(frames) | set(known):
         t = known.get(ident)
         fields = (safeattr.instance_dict(t) if t is not None else None) or {}
         native_id = fields.get("_native_id")
         if ident == me:
-            native_id = threading.get_native_id()
+            native_id = my_native_id
+        elif ident not in frames and native_id == my_native_id:
+            # a "thread" that runs on the forking thread itself: a greenlet that gevent's
+            # monkey-patching registered in threading's tables. It is not gone in the child
+            # (the child has every greenlet), so it holds nothing a vanished thread could.
+            continue
         name = fields.get("_name")
         if type(name) is not str:
             name = None
@@ -103,3 +121,4 @@ def _capture(me, frames):
             others.append(info)
     others.sort(key=lambda i: (i.native_id is None, i.native_id or 0))
     return forking, others
+

@@ -729,3 +729,81 @@ def test_grpc_fork_support_hang_is_reported_and_stopped_under_abort(run_python, 
     else:
         assert f["codes"] == [0, 0, 0] and f["reports"] == 0, result
         assert "forkaudit watchdog" not in err and records == []
+
+
+# --- gevent: monkey-patched "threads" are greenlets, and they are not gone in the child -----------
+
+GEVENT = r'''
+from gevent import monkey; monkey.patch_all()
+import ctypes, json, os, threading
+from gevent import monkey
+
+def emit(**facts):
+    os.write(1, ("@@" + json.dumps(facts) + "\n").encode())
+
+# 1. A greenlet (a monkey-patched threading.Thread) parked inside `with L:`. Ground truth: the
+#    child lets it run, it releases L, and the child's own acquire succeeds.
+L = threading.Lock()
+holding, release = threading.Event(), threading.Event()
+def worker():
+    with L:
+        holding.set()
+        release.wait()
+t = threading.Thread(target=worker, name="greenlet-worker")
+t.start()
+holding.wait()
+pid = os.fork()
+if pid == 0:
+    release.set()
+    os._exit(0 if L.acquire(timeout=5) else 3)
+emit(fork="greenlet", pid=pid, code=os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+release.set()
+t.join()
+
+# 2. The control: a real OS thread (gevent's saved start_new_thread) holds a glibc mutex at the
+#    fork. Ground truth: the child's trylock finds it taken (EBUSY).
+libc = ctypes.CDLL(None, use_errno=True)
+M = ctypes.create_string_buffer(64)
+libc.pthread_mutex_init(M, None)
+r, w = os.pipe()
+r2, w2 = os.pipe()
+def holder():
+    libc.pthread_mutex_lock(M)
+    os.write(w, b"x")
+    os.read(r2, 1)
+    libc.pthread_mutex_unlock(M)
+monkey.get_original("_thread", "start_new_thread")(holder, ())
+os.read(r, 1)
+pid = os.fork()
+if pid == 0:
+    os._exit(3 if libc.pthread_mutex_trylock(M) != 0 else 0)
+emit(fork="os-thread", pid=pid, code=os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]),
+     mutex=hex(ctypes.addressof(M)))
+os.write(w2, b"x")
+'''
+
+
+def test_gevent_greenlets_are_not_vanished_threads(run_python, tmp_path):
+    """Under gevent's monkey-patching (forkaudit activated at start, before the patch, as in
+    production), threading's table lists greenlets that run on the forking thread. They exist
+    in the child: a lock a greenlet holds is not held by a vanished thread, the fork has no
+    other thread, and nothing is reported (the old verdict: a false 'owner unknown' hazard on
+    every fork). The control: a real OS thread holding a glibc mutex is still found and named."""
+    need("gevent")
+    result = run_python(GEVENT, timeout=120,   # (run_python reads its records from report.jsonl)
+                        env={"FORKAUDIT": "record", "FORKAUDIT_JSON": str(tmp_path / "report.jsonl")})
+    assert result.returncode == 0, result
+    greenlet, os_thread = facts(result)
+    children = {r["pid"]: r for r in result.records if r["side"] == "child" and r["event"] == "fork"}
+    # ground truth: the greenlet's lock was free for the child; the OS thread's mutex was not
+    assert greenlet["code"] == 0 and os_thread["code"] == 3, (greenlet, os_thread)
+    rec = children[greenlet["pid"]]
+    assert rec["threads"] == [] and rec["hazards"] == [], rec
+    # the forking thread's stack is the program's (gevent's fork wrapper innermost), not forkaudit's
+    files = [f["file"] for f in rec["forking_thread"]["stack"]]
+    assert files[0].endswith("snippet.py") and not any("forkaudit" in f for f in files), files
+    rec = children[os_thread["pid"]]
+    mutexes = [h for h in rec["hazards"] if h["kind"] == "pthread_mutex"]
+    assert [h["address"] for h in mutexes] == [os_thread["mutex"]], rec["hazards"]
+    assert mutexes[0]["owner"] is not None, mutexes
+    assert [h for h in rec["hazards"] if h["kind"] != "pthread_mutex"] == [], rec["hazards"]
