@@ -443,6 +443,16 @@ def print_scan(threads, items, blobs, pid_max, json_path):
           % (TARGET_SCAN, cs / cm, verdict(cs / cm >= TARGET_SCAN)))
     clean_cold, clean_warm = clean_memchr_child(blobs)
     ccold, cwarm = gbps([clean_cold]), gbps(clean_warm)
+    if not (ccold > 0 and cwarm > 0):   # (nan: no pass long enough to time)
+        # a small --mb: there are no bytearrays, or they are read faster than the clock can time
+        print("check: memchr over this benchmark's bytearrays only (%.0f MB): too little to time"
+              % (clean_cold[0] / 1e6))
+    else:
+        print_clean_check(clean_cold, ccold, cwarm, ws, wm)
+    print_hard_tids(threads, items, pid_max, json_path)
+
+
+def print_clean_check(clean_cold, ccold, cwarm, ws, wm):
     print("check: memchr over this benchmark's bytearrays only (%.0f MB, no 0x%02x in them): cold %.1f GB/s, "
           "warm %.1f GB/s; memchr_pass warm is %.2fx that"
           % (clean_cold[0] / 1e6, ABSENT, ccold, cwarm, wm / cwarm))
@@ -452,6 +462,8 @@ def print_scan(threads, items, blobs, pid_max, json_path):
               "was busy, or the bytearrays are small enough to gain from the cache (small --mb). Against "
               "the clean figure the scan runs at %.2fx warm" % (ABSENT, ws / cwarm))
 
+
+def print_hard_tids(threads, items, pid_max, json_path):
     high = id(items[len(items) // 2]) >> 32
     fake = {"TIDs 300-307 (after the pid counter wraps)": list(range(300, 308)),
             "TIDs %d-%d (high half of this heap's pointers)" % (high - 3, high + 4):
