@@ -5,6 +5,7 @@ import sys
 
 from . import clocks, native, pylocks, reach
 from .maps import Maps
+from .threads import resolve_native_ids
 
 FORMAT_VERSION = 1
 
@@ -70,9 +71,12 @@ def scan_report(stats):
 def build_child(snap):
     """The child's record of the fork described by `snap` (a hooks.Snapshot)."""
     others = snap.others
+    vanished = native.vanished()
+    comms = {tid: comm for tid, comm, _futex in vanished}
+    for t in resolve_native_ids(others, comms):
+        t.name = t.name or comms[t.native_id] or None   # (a thread with no threading name)
     threads = [t.as_report() for t in others]
     owners = {t.native_id: (t.name, t.stack) for t in others if t.native_id is not None}
-    vanished = native.vanished()
     for tid, comm, _futex in vanished:
         if tid not in owners:
             owners[tid] = (comm or None, [])

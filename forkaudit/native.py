@@ -273,6 +273,12 @@ def read(addr, size):
     return bytes(ffi.buffer(buf, size))
 
 
+def peek_i32(addr):
+    """The int32 at addr, read directly (no C call, so the GIL stays held): only for memory
+    known to be live and mapped."""
+    return int(ffi.cast("int32_t *", addr)[0])
+
+
 def dladdr(addr):
     """(file, symbol, file_base, symbol_address) for addr, or None."""
     if lib is None:

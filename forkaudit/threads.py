@@ -35,10 +35,12 @@ def stack_of(frame, skip_own=False):
 
 
 class ThreadInfo:
-    __slots__ = ("ident", "native_id", "name", "daemon", "frames", "stack")
+    __slots__ = ("ident", "native_id", "name", "daemon", "frames", "stack", "pthread_tid")
 
-    def __init__(self, ident, native_id, name, daemon, frames):
+    def __init__(self, ident, native_id, name, daemon, frames, pthread_tid=None):
         self.ident, self.native_id, self.name, self.daemon = ident, native_id, name, daemon
+        # for a thread Python knows no native id of: the one glibc keeps for it (see pthread_tid)
+        self.pthread_tid = pthread_tid
         self.frames = frames  # live frame objects: parent side only, dropped before the fork
         self.stack = [frame_record(f) for f in frames]
 
@@ -112,9 +114,11 @@ def _capture(me, frames):
             name = None
         daemon = fields.get("_daemonic")
         stack = stack_of(frames.get(ident), skip_own=ident == me)
-        info = ThreadInfo(ident, native_id if type(native_id) is int else None,
+        native_id = native_id if type(native_id) is int else None
+        info = ThreadInfo(ident, native_id,
                           name or ("MainThread" if ident == me and t is None else name),
-                          daemon if type(daemon) is bool else None, stack)
+                          daemon if type(daemon) is bool else None, stack,
+                          pthread_tid(ident) if native_id is None and ident in frames else None)
         if ident == me:
             forking = info
         else:
@@ -122,3 +126,63 @@ def _capture(me, frames):
     others.sort(key=lambda i: (i.native_id is None, i.native_id or 0))
     return forking, others
 
+
+
+# ---- a native id for a thread that runs Python without a threading.Thread ------------------------
+# Threads started by _thread.start_new_thread, or by a C library and running Python, have a
+# thread state (and so a stack) but no threading.Thread, so Python knows no native id for them.
+# Their ident is glibc's pthread_t, the address of the thread's struct pthread, which keeps the
+# kernel's id of the thread in its `tid` field (at 0x2d0 on x86_64 glibc 2.36). The field is
+# read in the parent at the fork: in the child, glibc has already zeroed it (the stack is marked
+# free for reuse). The child takes the value only if it is one of the vanished threads' ids.
+
+PTHREAD_BYTES = 2048   # how far into struct pthread to look for `tid`
+_tid_offset = None     # its offset, learnt by learn_tid_offset(); None: unknown
+_peek_i32 = None       # native.peek_i32: a plain read of live memory (no C call: the GIL stays held)
+
+
+def learn_tid_offset(read, peek_i32):
+    """Find struct pthread's `tid` in this thread's own struct (once, outside any fork: `read`
+    is a fault-safe C call, which lets other threads run), checked on every thread whose id
+    Python knows."""
+    global _tid_offset, _peek_i32
+    if _tid_offset is not None:
+        return _tid_offset
+    frames = sys._current_frames()
+    try:
+        me = _own_ident(frames)
+        others = [(ident, _field(t, "_native_id")) for ident, t in python_threads().items()
+                  if ident in frames and ident != me]
+    finally:
+        frames.clear()
+    raw = read(me, PTHREAD_BYTES) if type(me) is int and me > 0 else None
+    own = _thread.get_native_id().to_bytes(4, "little", signed=True)
+    for offset in range(0, len(raw or b""), 4):
+        if raw[offset:offset + 4] == own and all(
+                read(ident + offset, 4) == tid.to_bytes(4, "little", signed=True)
+                for ident, tid in others if type(tid) is int and type(ident) is int and ident > 0):
+            _tid_offset, _peek_i32 = offset, peek_i32
+            break
+    return _tid_offset
+
+
+def pthread_tid(ident):
+    """The kernel id glibc keeps for the live thread `ident`, or None. (Only threads with a
+    current frame are asked: they are inside Python, so their struct pthread is live.)"""
+    if _tid_offset is None or type(ident) is not int or ident <= 0:
+        return None
+    tid = _peek_i32(ident + _tid_offset)
+    return tid if tid > 0 else None
+
+
+def resolve_native_ids(others, vanished_tids):
+    """In the child: give each thread Python knew no native id of the one glibc kept for it,
+    where that is one of the vanished threads' ids (the C handler's list). Returns them."""
+    left = set(vanished_tids) - {t.native_id for t in others}
+    found = []
+    for t in others:
+        if t.native_id is None and t.pthread_tid in left:
+            left.discard(t.pthread_tid)
+            t.native_id = t.pthread_tid
+            found.append(t)
+    return found

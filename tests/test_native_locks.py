@@ -121,6 +121,14 @@ if extra == "c-thread":
     assert lib.start_c_thread() == 0
 if extra == "forker-holds":
     lib.lock_here()
+if extra == "raw-thread":   # a thread with no threading.Thread: no native id known to Python
+    import _thread
+    raw_ready_r, raw_ready_w = os.pipe()
+    raw_release_r, raw_release_w = os.pipe()
+    def raw_holder():
+        lib.hold_normal(raw_ready_w, raw_release_r)
+    _thread.start_new_thread(raw_holder, ())
+    assert os.read(raw_ready_r, 1)
 pid = os.fork()
 if pid == 0:
     os._exit(0)
@@ -227,6 +235,22 @@ def test_thread_python_never_saw_is_named_from_proc(fork_with):
     c_threads = [t for t in rec["threads"] if t["name"] == "c-only-thread"]
     assert len(c_threads) == 1 and c_threads[0]["python"] is False and c_threads[0]["ident"] is None
     assert rec["hazards"][0]["held_at"] == []
+
+
+def test_thread_started_without_threading_is_one_thread_with_its_stack(fork_with):
+    """A thread started by _thread.start_new_thread (or a C library's thread running Python)
+    has a Python stack but no threading.Thread, so no native id in Python: the child learns it
+    from glibc's struct pthread, and the thread is listed once, its lock's owner with it (before:
+    twice, a Python thread with no id and a nameless native one, the owner without its stack).
+    The control: a threading.Thread holding another mutex, known by its id all along."""
+    rec = fork_with([("hold_errorcheck", "named")], extra="raw-thread")
+    [raw] = [t for t in rec["threads"] if any(f["function"] == "raw_holder" for f in t["stack"])]
+    assert raw["python"] is True and raw["native_id"] is not None, rec["threads"]
+    assert [t["native_id"] for t in rec["threads"]].count(raw["native_id"]) == 1, rec["threads"]
+    [h] = [h for h in rec["hazards"] if h["symbol"] == "tl_normal"]
+    assert h["owner"]["native_id"] == raw["native_id"], h
+    [named] = by_owner(rec, "named")
+    assert named["symbol"] == "tl_errorcheck", named
 
 
 def test_scan_off_reports_no_c_lock_but_still_records(fork_with):
