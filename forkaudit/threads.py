@@ -127,7 +127,6 @@ def _capture(me, frames):
     return forking, others
 
 
-
 # ---- a native id for a thread that runs Python without a threading.Thread ------------------------
 # Threads started by _thread.start_new_thread, or by a C library and running Python, have a
 # thread state (and so a stack) but no threading.Thread, so Python knows no native id for them.
