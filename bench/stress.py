@@ -184,15 +184,15 @@ def worker(a):
         return 0
 
     forks = []              # [pid, native id of the forking thread, kind, nested, exit code, grandchild?]
-    refused = collections.Counter()
-    failed = []
+    refused = []            # kinds of the refused forks (list.append is atomic; `+= 1` on a
+    failed = []             # Counter is not, and four threads are refused at once)
 
     def one_fork(kind, grand, nested=False):
         me = threading.get_native_id()
         try:
             pid = os.fork()
         except refused_error:
-            refused[kind] += 1
+            refused.append(kind)
             return
         except OSError as e:
             failed.append("%s fork: %s" % (kind, e))
@@ -269,7 +269,7 @@ def worker(a):
     summary = {
         "main_pid": main_pid, "main_native_id": threading.main_thread().native_id,
         "forker_native_ids": sorted(t.native_id for t in forkers),
-        "forks": forks, "refused": dict(refused), "failed": failed,
+        "forks": forks, "refused": dict(collections.Counter(refused)), "failed": failed,
         "fds_same": before["fds"] == after["fds"], "threads_same": before["threads"] == after["threads"],
         "filters_same": before["filters"] == after["filters"], "user_warning_raises": user_warning_raises,
         "before": before, "after": after,
