@@ -48,7 +48,7 @@ def prepare(settings):
         native.set_reject(INT_TYPES)
         native.set_budget(settings.scan_budget_ms, settings.scan_budget_mb)
         cpython_layout.register_pylock_types()  # the scan's read-only discovery of held Python locks
-        threads.learn_tid_offset(native.read, native.peek_i32)  # ids of threads with no threading.Thread
+        threads.learn_tid_offset()  # ids of threads with no threading.Thread
     naming.SHOW_KEYS = settings.show_keys
     if settings.json_path:
         import json  # noqa: F401 - each child writes its record with it: imported once, here (3 ms a child)

@@ -316,7 +316,7 @@ def _started_here(in_child):
     an after-fork hook started (opentelemetry's BatchSpanProcessor restarting its worker)."""
     if not in_child:
         return set()
-    locks = [(safeattr.instance_dict(t) or {}).get("_tstate_lock") for t in list(dict.values(threading._active))]
+    locks = [safeattr.get(t, "_tstate_lock") for t in list(dict.values(threading._active))]
     return {id(lock) for lock in locks if lock is not None}
 
 

@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 
-from . import safeattr
+from . import native, safeattr
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 MAX_FRAMES = 64
@@ -137,14 +137,14 @@ def _capture(me, frames):
 
 PTHREAD_BYTES = 2048   # how far into struct pthread to look for `tid`
 _tid_offset = None     # its offset, learnt by learn_tid_offset(); None: unknown
-_peek_i32 = None       # native.peek_i32: a plain read of live memory (no C call: the GIL stays held)
 
 
-def learn_tid_offset(read, peek_i32):
-    """Find struct pthread's `tid` in this thread's own struct (once, outside any fork: `read`
-    is a fault-safe C call, which lets other threads run), checked on every thread whose id
-    Python knows."""
-    global _tid_offset, _peek_i32
+def learn_tid_offset():
+    """Find struct pthread's `tid` in this thread's own struct (once, outside any fork:
+    native.read is a fault-safe C call, which lets other threads run), checked on every
+    thread whose id Python knows."""
+    global _tid_offset
+    read = native.read
     if _tid_offset is not None:
         return _tid_offset
     frames = sys._current_frames()
@@ -160,7 +160,7 @@ def learn_tid_offset(read, peek_i32):
         if raw[offset:offset + 4] == own and all(
                 read(ident + offset, 4) == tid.to_bytes(4, "little", signed=True)
                 for ident, tid in others if type(tid) is int and type(ident) is int and ident > 0):
-            _tid_offset, _peek_i32 = offset, peek_i32
+            _tid_offset = offset
             break
     return _tid_offset
 
@@ -170,7 +170,7 @@ def pthread_tid(ident):
     current frame are asked: they are inside Python, so their struct pthread is live.)"""
     if _tid_offset is None or type(ident) is not int or ident <= 0:
         return None
-    tid = _peek_i32(ident + _tid_offset)
+    tid = native.peek_i32(ident + _tid_offset)   # (a plain read: the GIL stays held)
     return tid if tid > 0 else None
 
 
