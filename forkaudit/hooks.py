@@ -29,10 +29,17 @@ registered last (the wrapper registers a new head right after each before hook i
 registered), so that it runs first of all before-fork hooks (they run in reverse order of
 registration): a hook of another library that blocks is watched.
 
+The collector: every hook holds the cyclic garbage collector off from its first line to its
+last (gc.disable, then gc.enable if it was on). forkaudit allocates in its hooks, and a
+collection its allocations set off would run the program's finalizers (__del__, weakref
+callbacks, gc.callbacks) inside the hook: user code in the middle of a snapshot or of a
+child's audit. Held off, that collection comes at the program's next allocation instead.
+
 Concurrency: several threads can be between their before-fork hook and their
 fork at once (the GIL changes hands inside the hooks), and a signal handler can
 fork inside any of them: each thread keeps a stack of its own pending forks.
 """
+import gc
 import os
 import sys
 from _thread import get_ident, get_native_id
@@ -158,6 +165,8 @@ def _before():
     me = get_ident()
     if me in _busy:
         return  # a signal handler forked inside this very hook: that fork is not audited
+    paused = gc.isenabled()  # (see "The collector" above)
+    gc.disable()
     _busy.add(me)
     try:
         if _execs(sys._getframe(1)):   # the frame that called fork (the at-fork runner is C)
@@ -174,6 +183,8 @@ def _before():
         _busy.discard(me)
         if _wd is not None:
             _wd.late_before(get_native_id())  # watchdog: the Python before-fork hooks are done
+        if paused:
+            gc.enable()   # last: an allocation after it may collect, in this hook
 
 
 def _pop_pending():
@@ -188,6 +199,8 @@ def _pop_pending():
 
 
 def _after_in_parent():
+    paused = gc.isenabled()  # (see "The collector" above)
+    gc.disable()
     me = get_ident()
     nested = me in _busy
     _busy.add(me)   # a signal handler forking in here gets an unaudited fork, never a recursion
@@ -209,35 +222,46 @@ def _after_in_parent():
     finally:
         if not nested:
             _busy.discard(me)
+        if paused:
+            gc.enable()
 
 
 def _after_in_child_first():
     """The first after-in-child hook: only forget what belonged to threads that are gone."""
     global _lineage_known
-    _lineage_known = False   # until this child's audit says what it inherited
-    me = get_ident()
-    for ident in [i for i in _pending if i != me]:
-        del _pending[ident]
-    _busy.clear()
-    if _wd is not None:
+    paused = gc.isenabled()  # (see "The collector" above)
+    gc.disable()
+    try:
+        _lineage_known = False   # until this child's audit says what it inherited
+        me = get_ident()
+        for ident in [i for i in _pending if i != me]:
+            del _pending[ident]
+        _busy.clear()
+        if _wd is None:
+            return
         try:
             _wd.child_stage(_wd.STAGE_PY)  # the parent's watch: this child reached Python
         except Exception as e:  # noqa: BLE001
             _fail("the watchdog", e)
-    pending = _pending.get(me)
-    if _wd is not None and _settings is not None:
-        try:
-            # watchdog: the child's at-fork hooks run from here. A child that execs next (its
-            # hooks watched from the parent all the same) only forgets the parent's frames.
-            _wd.arm_child(_settings, watch=not (pending and pending[-1].execs))
-        except Exception as e:  # noqa: BLE001
-            _fail("the watchdog", e)
+        pending = _pending.get(me)
+        if _settings is not None:
+            try:
+                # watchdog: the child's at-fork hooks run from here. A child that execs next (its
+                # hooks watched from the parent all the same) only forgets the parent's frames.
+                _wd.arm_child(_settings, watch=not (pending and pending[-1].execs))
+            except Exception as e:  # noqa: BLE001
+                _fail("the watchdog", e)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _make_tail(generation):
     def forkaudit_audit_child():
         if generation != _tail:
             return  # a newer tail runs later
+        paused = gc.isenabled()  # (see "The collector" above)
+        gc.disable()
         snap = _pop_pending()
         _pending.clear()
         me = get_ident()
@@ -260,6 +284,8 @@ def _make_tail(generation):
                     _wd.child_stage(_wd.STAGE_DONE)  # the parent's watch: the at-fork hooks are done
                 except Exception as e:  # noqa: BLE001
                     _fail("the watchdog", e)
+            if paused:
+                gc.enable()
     return forkaudit_audit_child
 
 
@@ -277,15 +303,16 @@ def _make_head(generation):
             return  # a newer head runs earlier
         if get_ident() in _busy:
             return  # a signal handler forked inside one of forkaudit's stages: not watched
+        paused = gc.isenabled()  # (see "The collector" above)
+        gc.disable()
         try:
             _load_watch()
-        except Exception as e:  # noqa: BLE001 - out of memory or fds, say: fail open
-            _fail("loading forkaudit", e)
-            return
-        try:
             _wd.arm_parent(settings, get_native_id(), sys._getframe(1))
-        except Exception as e:  # noqa: BLE001
-            _fail("the watchdog", e)
+        except Exception as e:  # noqa: BLE001 - out of memory or fds, say: fail open
+            _fail("loading forkaudit" if _wd is None else "the watchdog", e)
+        finally:
+            if paused:
+                gc.enable()
     return forkaudit_watch_fork
 
 
@@ -318,12 +345,16 @@ def _fork():
     if settings is not None and settings.policy == "raise" and me not in _busy:
         # (a signal handler that forks inside this check gets a fork without one: no recursion)
         _busy.add(me)
+        paused = gc.isenabled()  # (see "The collector" above)
+        gc.disable()
         try:
             flow = _load_flow()
             flow.refuse_if_hazardous(settings)   # raises ForkHazardError
         except ImportError as e:
             _fail("loading forkaudit", e)
         finally:
+            if paused:
+                gc.enable()
             _busy.discard(me)
     return _real_fork()
 

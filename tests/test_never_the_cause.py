@@ -153,6 +153,62 @@ def test_a_threads_locals_are_freed_when_its_function_returns(run_python, tmp_pa
             assert out["freed"] is False and "work" in out["frames_in_garbage"], (env, out)
 
 
+# A collection set off by forkaudit's own allocations in a hook would run the program's
+# finalizers inside that hook: user code in the middle of a snapshot or a child's audit. Every
+# hook holds the collector off, first line to last. (A collection that something else set off
+# before the hook, and that CPython 3.12+ runs at the hook's entry, is not forkaudit's doing:
+# the hook's first line is allowed.)
+
+FINALIZERS_AT_FORK = r"""
+import gc, json, os, sys, threading
+stop = threading.Event()
+threading.Thread(target=stop.wait, daemon=True).start()   # a threaded fork: forkaudit audits
+counts = {"ran": 0, "inside": []}
+
+class Cycle:
+    def __init__(self):
+        self.me = self                 # only the collector frees it
+    def __del__(self):
+        counts["ran"] += 1
+        f = sys._getframe(1)
+        while f is not None:
+            code = f.f_code
+            if "/forkaudit/" in code.co_filename.replace("\\", "/") and f.f_lineno != code.co_firstlineno:
+                counts["inside"].append("%s:%d" % (code.co_name, f.f_lineno))
+            f = f.f_back
+
+gc.set_threshold(1, 1, 1)              # collect at (nearly) every allocation of a tracked object
+for i in range(30):
+    for _ in range(40):
+        Cycle()
+    r, w = os.pipe()
+    seen = len(counts["inside"])
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, json.dumps(counts["inside"][seen:]).encode())   # the child's own
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        counts["inside"] += json.loads(f.read())
+    os.waitpid(pid, 0)
+stop.set()
+print(json.dumps(counts))
+"""
+
+
+def test_no_finalizer_runs_inside_a_fork_hook(run_python, tmp_path):
+    quiet = {"PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    report = tmp_path / "report.jsonl"
+    for env in (NO_FORKAUDIT, {"FORKAUDIT": "record", "FORKAUDIT_JSON": str(report)}):
+        result = run_python(FINALIZERS_AT_FORK, env=dict(quiet, **env))
+        assert result.returncode == 0, result
+        counts = json.loads(result.stdout)
+        # positive control: the collector did run finalizers all along, with or without forkaudit
+        assert counts["ran"] >= 30 * 40 // 2, counts
+        assert counts["inside"] == [], counts
+    assert len(child_records(result.records)) == 30, result   # forkaudit was at work
+
+
 # --- defect 2: the warnings machinery is left exactly as the program set it ---------------------
 
 WARNING_POLICY = r'''
