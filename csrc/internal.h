@@ -4,6 +4,7 @@
 
 #include "shim.h"
 #include "glibc_layout.h"
+#include "pymalloc_layout.h"
 
 /* Everything the fork path writes lives in this one static struct: no
  * allocation on that path, and the scan can skip our own memory. */
@@ -25,6 +26,8 @@ struct fa_state {
     fa_pylock pylocks[FA_MAX_PYLOCKS];
     fa_scan_stats stats;
     uint64_t budget_ms, budget_bytes;   /* the child-side scan's budgets (0: none) */
+    uint64_t pool_size;                 /* pymalloc's pool size (0: skip no pool) */
+    uint32_t pool_wanted;               /* size classes whose pools are read */
     char io[65536];                     /* /proc reads */
     union {                             /* page residency, one batch at a time */
         unsigned char vec[65536];       /* mincore: one byte a page */

@@ -89,6 +89,7 @@ struct walk {
     int pm_fd;              /* /proc/self/pagemap, or -1 */
     int residency;          /* FA_RES_* */
     uintptr_t obj_lo, obj_hi; /* writable data of the loaded object being passed */
+    uintptr_t skip_from, skip_to; /* the pymalloc pool being skipped */
 };
 
 static sigjmp_buf fault_jump;
@@ -527,6 +528,57 @@ static void guarded_run(const mapping *m, uintptr_t first, uintptr_t stop, run_f
     }
 }
 
+/* pymalloc pools (csrc/pymalloc_layout.h) live in anonymous mappings only. */
+static int pool_mapping(const mapping *m) {
+    return fa_g.pool_size != 0 && m->path[0] == '\0';
+}
+
+/* Is p the start of a pool that can hold no lock: blocks too small for a glibc mutex (a
+ * C library's PyMem_Malloc'd struct shares the pools with Python objects), of a size class
+ * no registered Python lock type has? Its header is read under the probe guard. */
+FA_NO_SANITIZE static int skippable_pool(uintptr_t p) {
+    int c;
+    if (sigsetjmp(probe_jump, 0) != 0)
+        return 0;
+    probing = 1;
+    c = fa_pool_class_of((const fa_pool_header *)p, p, fa_g.pool_size);
+    probing = 0;
+    return c >= 0 && ((uint64_t)(c + 1) << FA_POOL_ALIGN_SHIFT) < FA_MUTEX_SIZE && !(fa_g.pool_wanted & (1u << c));
+}
+
+static void pool_skipped(uintptr_t n) {
+    fa_g.stats.pool_bytes += n;
+    fa_g.stats.bytes_total -= n;
+}
+
+/* Read [from, stop) of mapping m, but of each pool that can hold no lock object only its
+ * header: the rest of such a pool is skipped, in this run and the next ones. */
+static void read_run(struct walk *w, const mapping *m, uintptr_t from, uintptr_t stop) {
+    uintptr_t size = (uintptr_t)fa_g.pool_size, p, seg;
+    if (!pool_mapping(m)) {
+        guarded_run(m, from, stop, w->fn, w->arg);
+        return;
+    }
+    if (from >= w->skip_from && from < w->skip_to) { /* the rest of a pool skipped before */
+        seg = w->skip_to < stop ? w->skip_to : stop;
+        pool_skipped(seg - from);
+        from = seg;
+    }
+    seg = from;
+    for (p = (from + size - 1) & ~(size - 1); p >= from && p + FA_POOL_HEADER <= stop; p += size) {
+        if (p + size > m->end || !skippable_pool(p))
+            continue;
+        if (p > seg)
+            guarded_run(m, seg, p, w->fn, w->arg);
+        w->skip_from = p;
+        w->skip_to = p + size;
+        seg = p + size < stop ? p + size : stop;
+        pool_skipped(seg - p);
+    }
+    if (seg < stop)
+        guarded_run(m, seg, stop, w->fn, w->arg);
+}
+
 /* Is it time to stop reading (or, once stopped, counting)? Called every CHUNK bytes and
  * every residency batch: a vDSO clock read, some 20 ns, per 256 KB. */
 static int out_of_time(struct walk *w) {
@@ -558,7 +610,7 @@ static void candidate(struct walk *w, const mapping *m, uintptr_t from, uintptr_
             if (stop - from > left)
                 stop = from + (uintptr_t)left;
         }
-        guarded_run(m, from, stop, w->fn, w->arg);
+        read_run(w, m, from, stop);
         from = stop;
         if (out_of_time(w))
             return;
@@ -900,6 +952,17 @@ static void guard_off(void) {
 
 FA_NO_SANITIZE static void scan_fn(uintptr_t from, uintptr_t to, const mapping *m, void *arg) {
     scan_run(from, to, m, (const struct range *)arg);
+}
+
+void fa_set_pools(uint64_t pool_size, uint32_t wanted) {
+    fa_g.pool_size = (pool_size & (pool_size - 1)) == 0 ? pool_size : 0;
+    fa_g.pool_wanted = wanted;
+}
+
+int fa_pool_header_class(const unsigned char *header, uint64_t base, uint64_t pool_size) {
+    fa_pool_header h;
+    memcpy(&h, header, sizeof h);
+    return fa_pool_class_of(&h, base, pool_size);
 }
 
 void fa_set_budget(uint64_t ms, uint64_t bytes) {

@@ -78,6 +78,8 @@ typedef struct {
     int32_t pylock_overflow; /* held ones not recorded (FA_MAX_PYLOCKS reached) */
     int32_t pylock_faults;   /* candidates whose read faulted (not lock objects) */
     uint64_t pylocks_free;   /* valid lock objects seen free (not recorded) */
+    uint64_t pool_bytes;     /* pymalloc pools of no lock type's size class: headers read, not
+                                their objects (fa_set_pools); not in bytes or bytes_total */
 } fa_scan_stats;
 
 /* A CPython lock object found held by the scan (see fa_set_pylock_types). */
@@ -134,6 +136,13 @@ void fa_set_pylock_types(const uint64_t *types, const int32_t *kinds, int n);
  * forkaudit/cpython_layout.py): byte offsets from the object, 8-aligned, < 512. Types of kind
  * FA_PYLOCK_BUFFERED are recorded held (owner: that ident, count 0) only once this is set. */
 void fa_set_buffered_layout(int lock_offset, int owner_offset);
+/* The pymalloc pools the scan need not read (csrc/pymalloc_layout.h): pool_size, the pool size
+ * of this CPython (0: read every pool), and wanted, one bit per size class whose pools are read
+ * (those of the registered lock types, learnt from live instances by cpython_layout.py). */
+#define FA_POOL_HEADER_BYTES 48
+void fa_set_pools(uint64_t pool_size, uint32_t wanted);
+/* The size class in a copy of a pool's header (FA_POOL_HEADER bytes) of a pool at base, or -1. */
+int fa_pool_header_class(const unsigned char *header, uint64_t base, uint64_t pool_size);
 /* The held Python lock objects of the last scan (the count, even when max is smaller). */
 int fa_pylocks(fa_pylock *out, int max);
 /* In the child: the threads recorded at the fork (vanished ones) and the forking thread. */

@@ -113,16 +113,81 @@ def register_pylock_types():
     """Make the child-side C scan find held instances of the verified lock types
     (native.set_pylock_types), and buffered IO objects whose internal lock is held where
     their layout is known. The types registered, in type_index order."""
-    global registered_kinds
+    global registered_kinds, registered_types
     types = pylock_types()
     if buffered_offsets is not None:
         native.set_buffered_layout(*buffered_offsets)
     native.set_pylock_types([id(t) for t, _ in types], [k for _, k in types])
     registered_kinds = tuple(k for _, k in types)
+    registered_types = tuple(t for t, _ in types)
+    learn_pools(types)
     return [t for t, _ in types]
 
 
+MAX_REFCNT = 1 << 40   # as the scan's check (csrc/scan.c): a free block's first word is a pointer
+
+
+def object_at(address, t):
+    """The lock object of type t at address (a held one the scan found), or None unless its
+    memory still reads as one, fault-safely: a reference count, t as its type, and a taken
+    semaphore. (A child's at-fork handler may have freed it since the scan.)"""
+    head = native.read(address, 16)
+    if not head or not verified:
+        return None
+    refcnt, type_word = int.from_bytes(head[:8], "little"), int.from_bytes(head[8:], "little")
+    if not 0 < refcnt < MAX_REFCNT or type_word != id(t) or taken_at(address) is not True:
+        return None
+    import ctypes
+    return ctypes.cast(address, ctypes.py_object).value
+
+
+# pymalloc's pool size: 16 KiB on 3.10+ (64-bit, radix tree), 4 KiB on 3.9 (csrc/pymalloc_layout.h)
+POOL_SIZES = (16384, 4096)
+pools = None   # (pool size, size classes of the registered lock types), or None: read every pool
+
+
+def _instance(t, kind):
+    """A fresh instance of registered lock type t, or None."""
+    import _thread
+    import io
+    try:
+        obj = (_thread.allocate_lock() if kind == "lock" else t() if kind == "rlock"
+               else t(io.BytesIO()) if kind == "buffered" else None)
+    except Exception:  # noqa: BLE001
+        return None
+    return obj if type(obj) is t else None
+
+
+def learn_pools(types):
+    """Which pymalloc pools the scan must read: those of the registered lock types' size classes,
+    learnt from a live instance of each (the pool holding it, its header checked field by field,
+    the instance on a block boundary of that class). Any doubt: every pool is read."""
+    global pools
+    pools = None
+    native.set_pools(0, ())
+    samples = [_instance(t, kind) for t, kind in types]
+    if not samples or any(obj is None for obj in samples):
+        return None
+    for size in POOL_SIZES:
+        classes = set()
+        for obj in samples:
+            c = native.pool_class(id(obj), size)
+            base = id(obj) & ~(size - 1)
+            offset = id(obj) - base - native.lib.FA_POOL_HEADER_BYTES
+            # the object starts a block, or a pre-header of at most 32 bytes (GC, 3.12+ managed
+            # dict and weakref pointers) does
+            if c < 0 or offset < 0 or offset % ((c + 1) * 16) > 32:
+                break
+            classes.add(c)
+        else:
+            pools = (size, tuple(sorted(classes)))
+            native.set_pools(size, classes)
+            return pools
+    return None
+
+
 registered_kinds = ()   # the kind of each registered type, in type_index order
+registered_types = ()   # the registered types, in type_index order
 
 
 def semaphore_address(lock):

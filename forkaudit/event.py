@@ -48,7 +48,9 @@ def scan_report(stats):
     complete: every candidate byte was read (bytes == bytes_total); false when a budget
     ended it (cut: "time" or "bytes"). bytes_total: the candidate bytes (present, private,
     written pages) it saw, a lower bound when bytes_total_exact is false. Pages never
-    written, unmodified file pages and swapped-out pages (swapped_bytes) are not candidates.
+    written, unmodified file pages and swapped-out pages (swapped_bytes) are not candidates;
+    nor are pymalloc pools of size classes no Python lock type has (pool_bytes_skipped: only
+    their headers were read, see csrc/pymalloc_layout.h).
     """
     if not stats or not stats["done"]:
         return None
@@ -61,6 +63,7 @@ def scan_report(stats):
               "cut": stats.get("cut"), "bytes_total": stats.get("bytes_total", stats["bytes"]),
               "bytes_total_exact": stats.get("total_exact", True),
               "swapped_bytes": stats.get("swapped", 0), "residency": stats.get("residency"),
+              "pool_bytes_skipped": stats.get("pool_bytes", 0),
               "budget": {"ms": stats.get("budget_ms") or None,
                          "bytes": stats.get("budget_bytes") or None}}
     if not_run == "proc_maps_unreadable":

@@ -145,6 +145,28 @@ def python_discovery():
             "free_seen": s["pylocks_free"], "overflow": s["pylock_overflow"], "types": s["pytypes"]}
 
 
+def set_pools(pool_size, wanted_classes):
+    """The pymalloc pools the child-side scan reads whole: pool_size (0: all of them) and the
+    size classes of the registered lock types; the others' headers only."""
+    if lib is not None:
+        mask = 0
+        for c in wanted_classes:
+            mask |= 1 << c
+        lib.fa_set_pools(int(pool_size), mask)
+
+
+def pool_class(address, pool_size):
+    """The size class of the pymalloc pool of pool_size bytes holding address, read fault-safely
+    (its header checked field by field), or -1 when no such pool holds it."""
+    if lib is None:
+        return -1
+    base = address & ~(pool_size - 1)
+    header = read(base, lib.FA_POOL_HEADER_BYTES)
+    if not header:
+        return -1
+    return int(lib.fa_pool_header_class(header, base, pool_size))
+
+
 def set_budget(ms, mb):
     """The child-side scan's budgets for every later fork: wall milliseconds, MiB read (0: none)."""
     if lib is not None:
@@ -258,7 +280,8 @@ def stats():
             "swapped": int(s.swapped), "budget_ms": int(s.budget_ms),
             "budget_bytes": int(s.budget_bytes), "pytypes": int(s.pytypes),
             "pylocks": int(s.pylocks), "pylock_overflow": int(s.pylock_overflow),
-            "pylock_faults": int(s.pylock_faults), "pylocks_free": int(s.pylocks_free)}
+            "pylock_faults": int(s.pylock_faults), "pylocks_free": int(s.pylocks_free),
+            "pool_bytes": int(s.pool_bytes)}
 
 
 def still_held(addr, kind, tid):
