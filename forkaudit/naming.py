@@ -85,7 +85,7 @@ def _identifier_like(key):
     return 0 < len(key) <= KEY_CHARS and key[0] in _KEY_FIRST and all(c in _KEY_REST for c in key)
 
 
-def _key_text(key, show=None):
+def key_text(key, show=None):
     """The step of a path through a dict key: ['db'], [3], [None], or [<str #1a2b3c>]."""
     show = SHOW_KEYS if show is None else show
     t = type(key)
@@ -134,7 +134,7 @@ def _children(obj):
         return
     if is_a(obj, dict):
         for key, value in list(dict.items(obj))[:MAX_ITEMS]:
-            step = _key_text(key)
+            step = key_text(key)
             if step is not None:
                 yield step, value
         return

@@ -247,6 +247,10 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
         state = locktypes.state(lock)
         if state.locked:
             candidates[lock_id] = Candidate(lock, state)
+    if in_child:
+        for lock_id, (lock, path, parent) in _found_beyond_the_walk(snap, candidates, private, walked).items():
+            candidates[lock_id] = Candidate(lock, locktypes.state(lock))
+            walked.paths[lock_id], walked.parents[lock_id] = path, parent
     hazards, reinit = [], []
     for lock_id, c in candidates.items():
         if lock_id in private or not c.state.locked:
@@ -288,6 +292,86 @@ def audit(snap, in_child=True, blocked_on=None, remember=False):
     if remember:
         audit_saw_all = walked.complete
     return _finish(hazards, remember), _strip(reinit)
+
+
+def _found_beyond_the_walk(snap, candidates, private, walked):
+    """{id: (lock, path, parent)} of the lock objects the C scan found held that the walk, within
+    its budgets, did not reach (one among a million entries of a dict, say) and that
+    no stack accounts for: each read back from its address once its memory still checks out
+    as a held lock object of its type. Only those held in a container that is a module's
+    global (or its globals, or one the walk named) are kept, with that path: a lock no path
+    leads to (a vanished thread's own state lock, say) stays the walk's business, as before.
+    Buffered files' locks are left to the walk."""
+    discovery = native.python_discovery() if hasattr(native, "python_discovery") else None
+    if not discovery or not discovery.get("ran"):
+        return {}
+    kinds = cpython_layout.registered_kinds
+    types = cpython_layout.registered_types
+    found = {}
+    for address, type_index, owner, _count in discovery["held"]:
+        if address in candidates or address in private or address in walked.locks:
+            continue
+        if type_index >= len(kinds) or kinds[type_index] == "buffered":
+            continue
+        if owner and owner == snap.forking.ident:
+            continue
+        lock = cpython_layout.object_at(address, types[type_index])
+        if lock is None or not locktypes.state(lock).locked:
+            continue
+        path, parent = _path_through_referrers(lock, walked)
+        if path is None:
+            continue   # nothing names a way to it from a module: the walk's verdict stands
+        found[address] = (lock, path, parent)
+    return found
+
+
+def _path_through_referrers(lock, walked):
+    """(path, container) through a dict, list or tuple holding the lock that is a module's
+    globals or one of its globals (or whose path the walk knows), else (None, None). Identity
+    only: no key or item is compared, hashed or called."""
+    import gc
+    for referrer in gc.get_referrers(lock):
+        if type(referrer) is dict:
+            steps = [(naming.key_text(key), key) for key, value in dict.items(referrer) if value is lock]
+        elif type(referrer) in (list, tuple):
+            steps = [("[%d]" % i, i) for i, value in enumerate(referrer) if value is lock]
+        else:
+            continue
+        if not steps:
+            continue
+        step, key = steps[0]
+        base = walked.paths.get(id(referrer)) or _global_path(referrer)
+        if base is None and type(referrer) is dict and type(key) is str:
+            module = _module_of_globals(referrer)
+            if module is not None:
+                return "%s.%s" % (module, key), referrer
+        if base is not None:
+            return base + step, referrer
+    return None, None
+
+
+def _module_of_globals(d):
+    """The name of the module whose globals d is, or None."""
+    for name, module in list(sys.modules.items()):
+        try:
+            if safeattr.module_dict(module) is d:
+                return name
+        except TypeError:   # not a module (sys.modules can hold anything)
+            continue
+    return None
+
+
+def _global_path(obj):
+    """"module.name" of a module global that is obj (identity), or None."""
+    for name, module in list(sys.modules.items()):
+        try:
+            globals_ = safeattr.module_dict(module)
+        except TypeError:
+            continue
+        for key, value in list(dict.items(globals_)):
+            if value is obj and type(key) is str:
+                return "%s.%s" % (name, key)
+    return None
 
 
 def _finish(hazards, remember):

@@ -175,20 +175,20 @@ def short_hash(data):
     (3, "[3]"), (-7, "[-7]"), (True, "[True]"), (None, "[None]"),
 ])
 def test_short_identifier_like_keys_and_numbers_are_shown(key, text):
-    assert naming._key_text(key, show=False) == text
+    assert naming.key_text(key, show=False) == text
 
 
 @pytest.mark.parametrize("key", ["postgres://admin:S3cr3t@db/prod", "a" * 33, "", "1abc", "has space", "é", "\udcff"])
 def test_other_string_keys_are_a_type_and_a_short_hash(key):
-    text = naming._key_text(key, show=False)
+    text = naming.key_text(key, show=False)
     assert text == "[<str #%s>]" % short_hash(key.encode("utf-8", "surrogatepass"))
-    assert naming._key_text(key, show=True) == "[%r]" % (key,)
+    assert naming.key_text(key, show=True) == "[%r]" % (key,)
 
 
 def test_different_secret_keys_differ_and_the_same_key_is_stable():
-    a = naming._key_text("postgres://admin:S3cr3t@db/prod", show=False)
-    b = naming._key_text("postgres://admin:S3cr3u@db/prod", show=False)
-    assert a != b and a == naming._key_text("postgres://admin:S3cr3t@db/prod", show=False)
+    a = naming.key_text("postgres://admin:S3cr3t@db/prod", show=False)
+    b = naming.key_text("postgres://admin:S3cr3u@db/prod", show=False)
+    assert a != b and a == naming.key_text("postgres://admin:S3cr3t@db/prod", show=False)
 
 
 def test_other_key_types_are_named_without_running_their_code():
@@ -216,13 +216,13 @@ def test_other_key_types_are_named_without_running_their_code():
 
     evil, key = Evil("db"), Key()
     del ran[:]
-    assert naming._key_text(evil, show=True) == "[<Evil>]"
-    assert naming._key_text(key, show=True) == "[<Key>]"
-    assert naming._key_text((1, "x"), show=False) == "[<tuple>]"
-    assert naming._key_text(10 ** 30, show=False).startswith("[<int #")
-    assert naming._key_text(1.5, show=False).startswith("[<float #")
-    assert naming._key_text(b"token", show=False).startswith("[<bytes #")
-    assert naming._key_text(b"token", show=True) == "[b'token']"
+    assert naming.key_text(evil, show=True) == "[<Evil>]"
+    assert naming.key_text(key, show=True) == "[<Key>]"
+    assert naming.key_text((1, "x"), show=False) == "[<tuple>]"
+    assert naming.key_text(10 ** 30, show=False).startswith("[<int #")
+    assert naming.key_text(1.5, show=False).startswith("[<float #")
+    assert naming.key_text(b"token", show=False).startswith("[<bytes #")
+    assert naming.key_text(b"token", show=True) == "[b'token']"
     assert ran == []
 
 
