@@ -298,8 +298,8 @@ def _found_beyond_the_walk(snap, candidates, private, walked):
     """{id: (lock, path, parent)} of the lock objects the C scan found held that the walk, within
     its budgets, did not reach (one among a million entries of a dict, say) and that
     no stack accounts for: each read back from its address once its memory still checks out
-    as a held lock object of its type. Only those held in a container that is a module's
-    global (or its globals, or one the walk named) are kept, with that path: a lock no path
+    as a held lock object of its type. Only those that are a module's global, or held in a
+    dict, list or tuple that is one, are kept, with that path: a lock no such path
     leads to (a vanished thread's own state lock, say) stays the walk's business, as before.
     Buffered files' locks are left to the walk."""
     discovery = native.python_discovery() if hasattr(native, "python_discovery") else None
@@ -318,60 +318,38 @@ def _found_beyond_the_walk(snap, candidates, private, walked):
         lock = cpython_layout.object_at(address, types[type_index])
         if lock is None or not locktypes.state(lock).locked:
             continue
-        path, parent = _path_through_referrers(lock, walked)
+        path, parent = _path_through_globals(lock)
         if path is None:
             continue   # nothing names a way to it from a module: the walk's verdict stands
         found[address] = (lock, path, parent)
     return found
 
 
-def _path_through_referrers(lock, walked):
-    """(path, container) through a dict, list or tuple holding the lock that is a module's
-    globals or one of its globals (or whose path the walk knows), else (None, None). Identity
-    only: no key or item is compared, hashed or called."""
-    import gc
-    for referrer in gc.get_referrers(lock):
-        if type(referrer) is dict:
-            steps = [(naming.key_text(key), key) for key, value in dict.items(referrer) if value is lock]
-        elif type(referrer) in (list, tuple):
-            steps = [("[%d]" % i, i) for i, value in enumerate(referrer) if value is lock]
-        else:
-            continue
-        if not steps:
-            continue
-        step, key = steps[0]
-        base = walked.paths.get(id(referrer)) or _global_path(referrer)
-        if base is None and type(referrer) is dict and type(key) is str:
-            module = _module_of_globals(referrer)
-            if module is not None:
-                return "%s.%s" % (module, key), referrer
-        if base is not None:
-            return base + step, referrer
-    return None, None
-
-
-def _module_of_globals(d):
-    """The name of the module whose globals d is, or None."""
-    for name, module in list(sys.modules.items()):
-        try:
-            if safeattr.module_dict(module) is d:
-                return name
-        except TypeError:   # not a module (sys.modules can hold anything)
-            continue
-    return None
-
-
-def _global_path(obj):
-    """"module.name" of a module global that is obj (identity), or None."""
-    for name, module in list(sys.modules.items()):
+def _path_through_globals(lock):
+    """(path, container): the lock as a module global, or as an entry of a dict, list or tuple
+    that is one (__main__ first); else (None, None). Identity only: no key or item is compared,
+    hashed or called. (Not gc.get_referrers: a dict of atomic values is not tracked by the
+    collector, and on 3.9-3.11 neither is a lock, so such a dict holding one is invisible.)"""
+    modules = sorted(list(sys.modules.items()), key=lambda item: item[0] != "__main__")
+    for name, module in modules:
         try:
             globals_ = safeattr.module_dict(module)
-        except TypeError:
+        except TypeError:   # sys.modules can hold anything
             continue
         for key, value in list(dict.items(globals_)):
-            if value is obj and type(key) is str:
-                return "%s.%s" % (name, key)
-    return None
+            if type(key) is not str:
+                continue
+            if value is lock:
+                return "%s.%s" % (name, key), module
+            if type(value) is dict:
+                for k, v in dict.items(value):
+                    if v is lock:
+                        return "%s.%s%s" % (name, key, naming.key_text(k)), value
+            elif type(value) in (list, tuple):
+                for i, v in enumerate(value):
+                    if v is lock:
+                        return "%s.%s[%d]" % (name, key, i), value
+    return None, None
 
 
 def _finish(hazards, remember):
