@@ -154,7 +154,7 @@ def test_the_reader_never_raises_and_accounts_for_every_line(lines):
                  st.booleans(), st.tuples(st.integers())))
 def test_key_text_is_one_short_bracketed_step(key):
     for show in (False, True):
-        text = naming._key_text(key, show=show)
+        text = naming.key_text(key, show=show)
         assert text.startswith("[") and text.endswith("]")
         if not show:
             assert len(text) <= 2 + 2 * naming.KEY_CHARS + 4
