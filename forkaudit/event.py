@@ -1,7 +1,7 @@
 """One ForkEvent per audited fork, in the report format (report-format.md, version 1)."""
-import datetime
 import os
 import sys
+import time
 
 from . import clocks, native, pylocks, reach
 from .maps import Maps
@@ -34,10 +34,16 @@ _PYTHON = sys.version.split()[0]  # what platform.python_version() says (e.g. 3.
 
 
 def now_iso(seconds=None):
-    """An ISO 8601 UTC time (now, or `seconds` since the epoch, as time.time() gives)."""
-    moment = (datetime.datetime.now(datetime.timezone.utc) if seconds is None
-              else datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc))
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """An ISO 8601 UTC time to the microsecond (now, or `seconds` since the epoch, as
+    time.time() gives). With the time module: datetime costs the flow an extension module
+    and each child a few pages written."""
+    if seconds is None:
+        seconds = time.time()
+    whole = int(seconds // 1)
+    micro = int(round((seconds - whole) * 1e6))
+    if micro >= 1000000:
+        whole, micro = whole + 1, 0
+    return "%s.%06dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)), micro)
 
 
 def scan_report(stats):
