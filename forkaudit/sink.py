@@ -152,7 +152,7 @@ def _append_line(fd, line, size):
         # writing would be short (a torn record), or past the limit SIGXFSZ: do not start
         return "the file size limit (RLIMIT_FSIZE, %d bytes) is reached" % limit
     try:
-        n = os.write(fd, line)
+        n = _write_unkilled(fd, line)
     except OSError as e:
         return e.strerror or str(e)
     if n == len(line):
@@ -169,6 +169,24 @@ def _append_line(fd, line, size):
     except OSError as e:
         blanked = "could not be blanked out (%s)" % (e.strerror or e)
     return "a short write (%d of %d bytes; the partial record %s)" % (n, len(line), blanked)
+
+
+def _write_unkilled(fd, line):
+    """os.write(fd, line) with every signal that can be blocked held back until it returns.
+
+    A write to a regular file stops between two pages when a fatal signal arrives: a child
+    that a pool's terminate() sends SIGTERM to while it writes its record left the first
+    page of it, and the next record, appended to that half, made one line that no reader
+    can parse. Held back, the signal ends the process right after a whole record."""
+    import _signal
+    try:
+        old = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+    except (AttributeError, OSError, ValueError):
+        return os.write(fd, line)
+    try:
+        return os.write(fd, line)
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
 
 
 def record_line(record):

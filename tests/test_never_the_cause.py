@@ -209,6 +209,52 @@ def test_no_finalizer_runs_inside_a_fork_hook(run_python, tmp_path):
     assert len(child_records(result.records)) == 30, result   # forkaudit was at work
 
 
+# A fatal signal that arrives while a child writes its record (a pool's terminate() sends
+# SIGTERM to workers still in their audit) stops a write to a regular file between two pages:
+# half a record, and the next record appended to it, made one line no reader could parse.
+# The child below gets SIGTERM from itself half-way through writing its record: held back,
+# the signal ends it right after the whole record.
+
+TERMINATED_MID_RECORD = r"""
+import json, os, signal, sys, threading
+stop = threading.Event()
+threading.Thread(target=stop.wait, daemon=True).start()
+real_write = os.write
+
+def write_in_two_halves(fd, data):
+    if not (isinstance(data, bytes) and data.startswith(b'{"forkaudit"') and os.environ.get("TEAR") == "1"):
+        return real_write(fd, data)
+    half = len(data) // 2
+    n = real_write(fd, data[:half])
+    os.kill(os.getpid(), signal.SIGTERM)   # the default action: the process ends
+    return n + real_write(fd, data[half:])
+
+os.write = write_in_two_halves
+statuses = []
+for tear in ("1", "0"):                    # the second child is not killed: its record follows
+    os.environ["TEAR"] = tear
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    statuses.append(os.WIFSIGNALED(status) and os.WTERMSIG(status))
+os.environ["TEAR"] = "0"
+print(json.dumps({"killed": statuses}))
+"""
+
+
+def test_a_child_terminated_while_writing_its_record_leaves_it_whole(run_python, tmp_path):
+    quiet = {"PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    report = tmp_path / "report.jsonl"
+    result = run_python(TERMINATED_MID_RECORD, env=dict(quiet, FORKAUDIT="record", FORKAUDIT_JSON=str(report)))
+    assert result.returncode == 0, result
+    # the first child did die of its SIGTERM (after its write); the second exited normally
+    assert json.loads(result.stdout) == {"killed": [15, 0]}, result
+    # every line parses (run_python reads them all), and both children's records are whole
+    assert len(child_records(result.records)) == 2, result
+    assert report.read_text().count("\n") == 2
+
+
 # --- defect 2: the warnings machinery is left exactly as the program set it ---------------------
 
 WARNING_POLICY = r'''
