@@ -2,7 +2,21 @@
 #ifndef FORKAUDIT_INTERNAL_H
 #define FORKAUDIT_INTERNAL_H
 
+#include <stddef.h>
+
 #include "shim.h"
+
+/* The scan reads whole mappings, sanitizer redzones and shadow memory included, through
+ * casts: the functions that touch scanned memory are exempt from ASan/UBSan checks. */
+#if defined(__has_attribute)
+#if __has_attribute(no_sanitize)
+#define FA_NO_SANITIZE __attribute__((no_sanitize("address", "undefined")))
+#endif
+#endif
+#ifndef FA_NO_SANITIZE
+#define FA_NO_SANITIZE
+#endif
+
 #include "glibc_layout.h"
 #include "pymalloc_layout.h"
 
@@ -27,7 +41,8 @@ struct fa_state {
     fa_scan_stats stats;
     uint64_t budget_ms, budget_bytes;   /* the child-side scan's budgets (0: none) */
     uint64_t pool_size;                 /* pymalloc's pool size (0: skip no pool) */
-    uint32_t pool_wanted;               /* size classes whose pools are read */
+    uint64_t pool_wanted;               /* size classes whose pools are read (a bit each; 64 bits
+                                           wide: io below must stay 8-aligned for dirents) */
     char io[65536];                     /* /proc reads */
     union {                             /* page residency, one batch at a time */
         unsigned char vec[65536];       /* mincore: one byte a page */
@@ -37,17 +52,9 @@ struct fa_state {
 };
 
 extern struct fa_state fa_g;
+/* getdents(2) fills io with 8-aligned struct linux_dirent64 records */
+_Static_assert(offsetof(struct fa_state, io) % 8 == 0, "fa_state.io is 8-aligned");
 
-/* The scan reads whole mappings, sanitizer redzones and shadow memory included, through
- * casts: the functions that touch scanned memory are exempt from ASan/UBSan checks. */
-#if defined(__has_attribute)
-#if __has_attribute(no_sanitize)
-#define FA_NO_SANITIZE __attribute__((no_sanitize("address", "undefined")))
-#endif
-#endif
-#ifndef FA_NO_SANITIZE
-#define FA_NO_SANITIZE
-#endif
 
 int fa_valid_mutex(const fa_mutex_layout *m, int32_t tid, uint32_t maxusers);
 int fa_valid_rwlock(const fa_rwlock_layout *r, int32_t tid, uint32_t maxthreads);

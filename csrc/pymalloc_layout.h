@@ -42,8 +42,9 @@ typedef struct {
 _Static_assert(sizeof(fa_pool_header) == FA_POOL_HEADER_BYTES, "pymalloc's pool header is 48 bytes");
 
 /* The size class of the pool whose header h (a copy, or the memory itself) sits at address
- * base, a pool of pool_size bytes; -1 unless every field is one pymalloc writes. */
-static inline int fa_pool_class_of(const fa_pool_header *h, uint64_t base, uint64_t pool_size) {
+ * base, a pool of pool_size bytes; -1 unless every field is one pymalloc writes. (Read from
+ * scanned memory: exempt from the sanitizers, as the scan is; FA_NO_SANITIZE, internal.h.) */
+FA_NO_SANITIZE static inline int fa_pool_class_of(const fa_pool_header *h, uint64_t base, uint64_t pool_size) {
     uint64_t size, capacity;
     if (h->szidx >= FA_POOL_CLASSES || pool_size < 4096 || (base & (pool_size - 1)) != 0)
         return -1;
