@@ -12,6 +12,7 @@ way the seed deadlock happens.
 The layout is verified at import on real locks; where it does not match,
 `verified` is False and callers fall back to the objects' own view.
 """
+import sys
 import threading
 
 from . import native
@@ -137,7 +138,11 @@ def object_at(address, t):
     refcnt, type_word = int.from_bytes(head[:8], "little"), int.from_bytes(head[8:], "little")
     if not 0 < refcnt < MAX_REFCNT or type_word != id(t) or taken_at(address) is not True:
         return None
-    import ctypes
+    # never an import here, in a child: a vanished thread may hold that module's import lock
+    # (flow.prepare imports ctypes in the parent)
+    ctypes = sys.modules.get("ctypes")
+    if ctypes is None:
+        return None
     return ctypes.cast(address, ctypes.py_object).value
 
 

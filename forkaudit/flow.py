@@ -49,6 +49,8 @@ def prepare(settings):
         native.set_budget(settings.scan_budget_ms, settings.scan_budget_mb)
         cpython_layout.register_pylock_types()  # the scan's read-only discovery of held Python locks
         threads.learn_tid_offset()  # ids of threads with no threading.Thread
+        import ctypes  # noqa: F401 - a child reads back a held lock found beyond the walk with it
+        #                (cpython_layout.object_at): imported here, never in a child
     naming.SHOW_KEYS = settings.show_keys
     if settings.json_path:
         import json  # noqa: F401 - each child writes its record with it: imported once, here (3 ms a child)
