@@ -27,9 +27,6 @@ INT_TYPES = (id(int), id(bool))  # objects whose fields can mimic a held mutex (
 
 MP_LAUNCH = ("multiprocessing/popen_fork.py", "_launch")
 
-# 3.12+ run a garbage collection at the next eval-breaker check, in whichever thread reaches it
-# first, instead of right where the allocation crossed the threshold.
-
 _last_event = None
 _told_no_c_level = False
 
