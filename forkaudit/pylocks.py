@@ -307,7 +307,7 @@ def _found_beyond_the_walk(snap, candidates, private, walked):
         return {}
     kinds = cpython_layout.registered_kinds
     types = cpython_layout.registered_types
-    found = {}
+    locks = {}
     for address, type_index, owner, _count in discovery["held"]:
         if address in candidates or address in private or address in walked.locks:
             continue
@@ -316,20 +316,22 @@ def _found_beyond_the_walk(snap, candidates, private, walked):
         if owner and owner == snap.forking.ident:
             continue
         lock = cpython_layout.object_at(address, types[type_index])
-        if lock is None or not locktypes.state(lock).locked:
-            continue
-        path, parent = _path_through_globals(lock)
-        if path is None:
-            continue   # nothing names a way to it from a module: the walk's verdict stands
-        found[address] = (lock, path, parent)
-    return found
+        if lock is not None and locktypes.state(lock).locked:
+            locks[address] = lock
+    if not locks:
+        return {}
+    paths = _paths_through_globals(locks)
+    # nothing names a way to the others from a module: the walk's verdict stands for them
+    return {address: (locks[address],) + paths[address] for address in locks if address in paths}
 
 
-def _path_through_globals(lock):
-    """(path, container): the lock as a module global, or as an entry of a dict, list or tuple
-    that is one (__main__ first); else (None, None). Identity only: no key or item is compared,
+def _paths_through_globals(locks):
+    """{id: (path, container)} for the locks ({id: lock}) that are a module global, or an entry
+    of a dict, list or tuple that is one (__main__ first; the first path found). One pass over
+    the modules whatever the number of locks. Identity only: no key or item is compared,
     hashed or called. (Not gc.get_referrers: a dict of atomic values is not tracked by the
     collector, and on 3.9-3.11 neither is a lock, so such a dict holding one is invisible.)"""
+    found = {}
     modules = sorted(list(sys.modules.items()), key=lambda item: item[0] != "__main__")
     for name, module in modules:
         try:
@@ -339,17 +341,19 @@ def _path_through_globals(lock):
         for key, value in list(dict.items(globals_)):
             if type(key) is not str:
                 continue
-            if value is lock:
-                return "%s.%s" % (name, key), module
-            if type(value) is dict:
+            if id(value) in locks and locks[id(value)] is value:
+                found.setdefault(id(value), ("%s.%s" % (name, key), module))
+            elif type(value) is dict:
                 for k, v in dict.items(value):
-                    if v is lock:
-                        return "%s.%s%s" % (name, key, naming.key_text(k)), value
+                    if id(v) in locks and locks[id(v)] is v and id(v) not in found:
+                        found[id(v)] = ("%s.%s%s" % (name, key, naming.key_text(k)), value)
             elif type(value) in (list, tuple):
                 for i, v in enumerate(value):
-                    if v is lock:
-                        return "%s.%s[%d]" % (name, key, i), value
-    return None, None
+                    if id(v) in locks and locks[id(v)] is v and id(v) not in found:
+                        found[id(v)] = ("%s.%s[%d]" % (name, key, i), value)
+            if len(found) == len(locks):
+                return found
+    return found
 
 
 def _finish(hazards, remember):
