@@ -78,8 +78,8 @@ typedef struct {
     int32_t pylock_overflow; /* held ones not recorded (FA_MAX_PYLOCKS reached) */
     int32_t pylock_faults;   /* candidates whose read faulted (not lock objects) */
     uint64_t pylocks_free;   /* valid lock objects seen free (not recorded) */
-    uint64_t pool_bytes;     /* pymalloc pools of no lock type's size class: headers read, not
-                                their objects (fa_set_pools); not in bytes or bytes_total */
+    uint64_t pool_bytes;     /* pymalloc pools of blocks too small for a lock: headers read, not
+                                their blocks (fa_set_pools); not in bytes or bytes_total */
 } fa_scan_stats;
 
 /* A CPython lock object found held by the scan (see fa_set_pylock_types). */

@@ -148,7 +148,6 @@ def object_at(address, t):
 
 # pymalloc's pool size: 16 KiB on 3.10+ (64-bit, radix tree), 4 KiB on 3.9 (csrc/pymalloc_layout.h)
 POOL_SIZES = (16384, 4096)
-pools = None   # (pool size, size classes of the registered lock types), or None: read every pool
 
 
 def _instance(t, kind):
@@ -164,15 +163,14 @@ def _instance(t, kind):
 
 
 def learn_pools(types):
-    """Which pymalloc pools the scan must read: those of the registered lock types' size classes,
-    learnt from a live instance of each (the pool holding it, its header checked field by field,
-    the instance on a block boundary of that class). Any doubt: every pool is read."""
-    global pools
-    pools = None
+    """Tell the scan pymalloc's pool size and the registered lock types' size classes, learnt
+    from a live instance of each (the pool holding it, its header checked field by field, the
+    instance on a block boundary of that class): it skips the pools of blocks too small for a
+    mutex that are of none of those classes. Any doubt: every pool is read."""
     native.set_pools(0, ())
     samples = [_instance(t, kind) for t, kind in types]
     if not samples or any(obj is None for obj in samples):
-        return None
+        return
     for size in POOL_SIZES:
         classes = set()
         for obj in samples:
@@ -185,10 +183,8 @@ def learn_pools(types):
                 break
             classes.add(c)
         else:
-            pools = (size, tuple(sorted(classes)))
             native.set_pools(size, classes)
-            return pools
-    return None
+            return
 
 
 registered_kinds = ()   # the kind of each registered type, in type_index order

@@ -55,8 +55,8 @@ def scan_report(stats):
     ended it (cut: "time" or "bytes"). bytes_total: the candidate bytes (present, private,
     written pages) it saw, a lower bound when bytes_total_exact is false. Pages never
     written, unmodified file pages and swapped-out pages (swapped_bytes) are not candidates;
-    nor are pymalloc pools of size classes no Python lock type has (pool_bytes_skipped: only
-    their headers were read, see csrc/pymalloc_layout.h).
+    nor are pymalloc pools of blocks too small for a mutex or a lock object (pool_bytes_skipped:
+    only their headers were read, see csrc/pymalloc_layout.h).
     """
     if not stats or not stats["done"]:
         return None

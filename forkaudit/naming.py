@@ -170,6 +170,12 @@ def roots():
         for name, logger in list(dict.items(safeattr.get(manager, "loggerDict", None) or {})):
             if is_a(logger, logging.Logger):
                 yield "logging.getLogger(%r)" % name, logger
+    yield from module_roots()
+
+
+def module_roots():
+    """(name, module) of the loaded modules, __main__ first, then the shallowest names (the
+    shortest paths), forkaudit's own left out."""
     modules = list(sys.modules.items())
     modules.sort(key=lambda item: (item[0] != "__main__", item[0].count("."), item[0]))
     for name, module in modules:

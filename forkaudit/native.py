@@ -146,8 +146,9 @@ def python_discovery():
 
 
 def set_pools(pool_size, wanted_classes):
-    """The pymalloc pools the child-side scan reads whole: pool_size (0: all of them) and the
-    size classes of the registered lock types; the others' headers only."""
+    """pymalloc's pool size (0: the child-side scan reads every pool) and the size classes of the
+    registered lock types: of the other pools, those whose blocks are too small for a mutex are
+    skipped after their header (csrc/pymalloc_layout.h)."""
     if lib is not None:
         mask = 0
         for c in wanted_classes:

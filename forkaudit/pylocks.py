@@ -302,8 +302,8 @@ def _found_beyond_the_walk(snap, candidates, private, walked):
     dict, list or tuple that is one, are kept, with that path: a lock no such path
     leads to (a vanished thread's own state lock, say) stays the walk's business, as before.
     Buffered files' locks are left to the walk."""
-    discovery = native.python_discovery() if hasattr(native, "python_discovery") else None
-    if not discovery or not discovery.get("ran"):
+    discovery = native.python_discovery()
+    if not discovery["ran"]:
         return {}
     kinds = cpython_layout.registered_kinds
     types = cpython_layout.registered_types
@@ -327,18 +327,13 @@ def _found_beyond_the_walk(snap, candidates, private, walked):
 
 def _paths_through_globals(locks):
     """{id: (path, container)} for the locks ({id: lock}) that are a module global, or an entry
-    of a dict, list or tuple that is one (__main__ first; the first path found). One pass over
-    the modules whatever the number of locks. Identity only: no key or item is compared,
+    of a dict, list or tuple that is one (the first path found, modules in the walk's order:
+    naming.module_roots). One pass over the modules whatever the number of locks. Identity only: no key or item is compared,
     hashed or called. (Not gc.get_referrers: a dict of atomic values is not tracked by the
     collector, and on 3.9-3.11 neither is a lock, so such a dict holding one is invisible.)"""
     found = {}
-    modules = sorted(list(sys.modules.items()), key=lambda item: item[0] != "__main__")
-    for name, module in modules:
-        try:
-            globals_ = safeattr.module_dict(module)
-        except TypeError:   # sys.modules can hold anything
-            continue
-        for key, value in list(dict.items(globals_)):
+    for name, module in naming.module_roots():
+        for key, value in list(dict.items(safeattr.module_dict(module))):
             if type(key) is not str:
                 continue
             if id(value) in locks and locks[id(value)] is value:
