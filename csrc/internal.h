@@ -3,6 +3,7 @@
 #define FORKAUDIT_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "shim.h"
 
@@ -19,6 +20,14 @@
 
 #include "glibc_layout.h"
 #include "pymalloc_layout.h"
+
+#define FA_LATER_MAX 4096
+
+/* A private writable mapping the scan's first pass noted for its second (scan.c) */
+struct fa_later {
+    uintptr_t start, end, lo, hi; /* the mapping, and the part the first pass read (hi <= lo: none) */
+    int anonymous;
+};
 
 /* Everything the fork path writes lives in this one static struct: no
  * allocation on that path, and the scan can skip our own memory. */
@@ -49,6 +58,7 @@ struct fa_state {
         uint64_t pm[8192];              /* /proc/self/pagemap: one entry a page */
         struct { uint64_t start, end, categories; } regions[2730]; /* PAGEMAP_SCAN */
     } res;
+    struct fa_later later[FA_LATER_MAX]; /* touched only as far as filled: a page a 100 mappings */
 };
 
 extern struct fa_state fa_g;

@@ -73,6 +73,7 @@ struct pm_scan_arg {
 int fa_test_break_maps;
 int fa_test_residency;
 int fa_test_portable;
+int fa_test_reread_maps;
 
 typedef struct {
     uintptr_t start, end;
@@ -98,13 +99,15 @@ struct walk {
     uintptr_t skip_from, skip_to; /* the pymalloc pool being skipped */
 };
 
+/* Both guards are set without saving the signal mask (sigsetjmp(..., 0): saving it is a
+ * system call, and a scan sets the outer guard once a run, hundreds of times a fork): the
+ * fault handler is installed with SA_NODEFER and an empty sa_mask (guard_on), so taking a
+ * fault changes no mask, and there is nothing to restore when it jumps back. */
 static sigjmp_buf fault_jump;
 static volatile sig_atomic_t guarding;
 static volatile uintptr_t fault_addr;
 /* The inner guard of one Python lock candidate's reads (pointers followed out of the run
- * being read): a fault there drops that candidate, not a page of the run. Set without
- * saving the signal mask (no system call: a heap holds many lock objects); SA_NODEFER
- * leaves the mask as it was, so there is nothing to restore. */
+ * being read): a fault there drops that candidate, not a page of the run. */
 static sigjmp_buf probe_jump;
 static volatile sig_atomic_t probing;
 
@@ -521,7 +524,7 @@ FA_NO_SANITIZE static void scan_run(uintptr_t from, uintptr_t to, const mapping 
 static void guarded_run(const mapping *m, uintptr_t first, uintptr_t stop, run_fn fn, void *arg) {
     volatile uintptr_t from = first;
     while (from < stop) {
-        if (sigsetjmp(fault_jump, 1) == 0) {
+        if (sigsetjmp(fault_jump, 0) == 0) {
             guarding = 1;
             fn(from, stop, m, arg);
             guarding = 0;
@@ -806,7 +809,7 @@ FA_NO_SANITIZE static void note_object(struct walk *w, const mapping *m) {
      * offset 0 is not looked at (its first page may never have been read) */
     if (m->perms[0] != 'r' || m->perms[1] == 'w' || m->end - m->start < sizeof *eh)
         return;
-    if (sigsetjmp(fault_jump, 1) != 0) {
+    if (sigsetjmp(fault_jump, 0) != 0) {
         guarding = 0;
         fa_g.stats.skipped++;
         w->obj_lo = w->obj_hi = 0;
@@ -851,8 +854,25 @@ static int private_rw(const mapping *m) {
     return 1;
 }
 
-/* One pass over /proc/self/maps. Pass 0: the writable data of loaded objects. Pass 1: every
- * other private writable page (full mode). 0, or the errno of opening the maps. */
+/* What pass 0 leaves to pass 1 (full mode) is noted in fa_g.later as pass 0 reads the maps,
+ * so that pass 1 need not read and parse them again (the child is single-threaded: they are
+ * the same). More than FA_LATER_MAX such mappings: pass 1 reads the maps again. */
+static int nlater;
+static int later_lost;
+
+static void walk_rest(struct walk *w, const mapping *m, uintptr_t lo, uintptr_t hi) {
+    fa_g.stats.mappings++;
+    if (hi > lo) {
+        walk_piece(w, m, m->start, lo);
+        walk_piece(w, m, hi, m->end);
+    } else {
+        walk_piece(w, m, m->start, m->end);
+    }
+}
+
+/* One pass over /proc/self/maps. Pass 0: the writable data of loaded objects (noting the
+ * rest for pass 1). Pass 1: every other private writable page (full mode). 0, or the errno
+ * of opening the maps. */
 static int walk_maps(struct walk *w, int pass) {
     int fd;
     size_t have = 0;
@@ -883,17 +903,23 @@ static int walk_maps(struct walk *w, int pass) {
                 if (hi < lo)
                     hi = lo;
                 if (private_rw(&m)) {
+                    if (pass == 0 && !later_lost && (lo > m.start || hi < m.end)) {
+                        if (nlater < FA_LATER_MAX) {
+                            struct fa_later *l = &fa_g.later[nlater++];
+                            l->start = m.start;
+                            l->end = m.end;
+                            l->lo = lo;
+                            l->hi = hi;
+                            l->anonymous = m.path[0] == '\0';
+                        } else {
+                            later_lost = 1;
+                        }
+                    }
                     if (pass == 0 && hi > lo) {
                         fa_g.stats.mappings++;
                         walk_piece(w, &m, lo, hi);
                     } else if (pass == 1 && (lo > m.start || hi < m.end)) {
-                        fa_g.stats.mappings++;
-                        if (hi > lo) {
-                            walk_piece(w, &m, m.start, lo);
-                            walk_piece(w, &m, hi, m.end);
-                        } else {
-                            walk_piece(w, &m, m.start, m.end);
-                        }
+                        walk_rest(w, &m, lo, hi);
                     }
                 }
             }
@@ -906,6 +932,21 @@ static int walk_maps(struct walk *w, int pass) {
     }
     close(fd);
     return 0;
+}
+
+/* Pass 1 from what pass 0 noted. A mapping here has no path but whether it had one (all
+ * that the reads look at: pymalloc pools are in anonymous mappings only). */
+static void walk_later(struct walk *w) {
+    int i;
+    for (i = 0; i < nlater && !w->gave_up; i++) {
+        mapping m;
+        m.start = fa_g.later[i].start;
+        m.end = fa_g.later[i].end;
+        memcpy(m.perms, "rw-p", 4);
+        m.offset = 0;
+        m.path = fa_g.later[i].anonymous ? "" : "(file)";
+        walk_rest(w, &m, fa_g.later[i].lo, fa_g.later[i].hi);
+    }
 }
 
 /* Both passes (one in libs mode), with the residency source opened once. */
@@ -927,9 +968,13 @@ static void walk_all(int mode, run_fn fn, void *arg, int budgeted) {
         fa_g.stats.budget_ms = fa_g.budget_ms;
         fa_g.stats.budget_bytes = fa_g.budget_bytes;
     }
+    nlater = 0;
+    later_lost = fa_test_reread_maps;
     err = walk_maps(&w, 0);
-    if (err == 0 && mode == FA_SCAN_FULL)
+    if (err == 0 && mode == FA_SCAN_FULL && later_lost)
         err = walk_maps(&w, 1);
+    else if (err == 0 && mode == FA_SCAN_FULL)
+        walk_later(&w);
     if (w.pm_fd >= 0)
         close(w.pm_fd);
     if (err) {

@@ -168,6 +168,9 @@ extern int fa_test_break_maps;
 extern int fa_test_residency;
 /* Test-only: 1 makes the scan use its portable prefilter even where AVX2 is available. */
 extern int fa_test_portable;
+/* Test-only: 1 makes the scan's second pass read /proc/self/maps again, as it does when the
+ * first pass met more mappings than it can note for it. */
+extern int fa_test_reread_maps;
 /* Run a scan now in this process for the given owner TIDs (tests and benchmarks; call it
  * only in a single-threaded process, such as a forked child). No budget applies. */
 int fa_scan_now(int mode, const int32_t *tids, int ntids, int nthreads);

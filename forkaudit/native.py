@@ -42,6 +42,10 @@ else:
     # test-only: the scan's portable prefilter even where AVX2 is available
     if os.environ.get("FORKAUDIT_TESTONLY_PORTABLE_SCAN") == "1":
         lib.fa_test_portable = 1
+    # test-only: the scan's second pass reads /proc/self/maps again instead of using what the
+    # first pass noted (as with more mappings than it notes)
+    if os.environ.get("FORKAUDIT_TESTONLY_REREAD_MAPS") == "1":
+        lib.fa_test_reread_maps = 1
     _msg = ffi.new("char[200]")
     available = bool(lib.fa_layout_check(_msg, 200))
     reason = ffi.string(_msg).decode(errors="replace")
