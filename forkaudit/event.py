@@ -43,7 +43,8 @@ def now_iso(seconds=None):
     micro = int(round((seconds - whole) * 1e6))
     if micro >= 1000000:
         whole, micro = whole + 1, 0
-    return "%s.%06dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)), micro)
+    t = time.gmtime(whole)   # (formatted by hand: strftime reads the C library's locale data)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (t[0], t[1], t[2], t[3], t[4], t[5], micro)
 
 
 def scan_report(stats):
@@ -79,8 +80,26 @@ def scan_report(stats):
 
 def build_child(snap):
     """The child's record of the fork described by `snap` (a hooks.Snapshot)."""
-    others = snap.others
     vanished = native.vanished()
+    threads, owners = thread_reports(snap.others, vanished)
+    hazards, reinit = [], []
+    if snap.c_level:
+        hazards, reinit = clocks.entries(owners, Maps.read)  # maps read only if the scan hit
+    blocked_on = {tid: futex for tid, _comm, futex in vanished}  # futex 0: not asleep in futex(2)
+    py_hazards, py_reinit = pylocks.audit_child(snap.pylocks, blocked_on)
+    judged = reach.annotate(py_hazards + hazards, threads)  # sorted by reach
+    scan = scan_report(native.stats()) if snap.c_level else None
+    return child_record(snap, os.getpid(), scan, snap.forking.as_report(), threads,
+                        [h for h in judged if h.get("reach") != "unreachable"], py_reinit + reinit,
+                        # held at the fork by a vanished thread, but nothing the child can run leads
+                        # to it (a span that thread was ending, a lock an after-fork hook replaced)
+                        [h for h in judged if h.get("reach") == "unreachable"])
+
+
+def thread_reports(others, vanished):
+    """(the record's "threads", {tid: (name, stack)}) of the threads that vanished at the fork:
+    the Python threads as the parent saw them (named from the kernel where Python had no name),
+    then those only the kernel knew (vanished: native.vanished())."""
     comms = {tid: comm for tid, comm, _futex in vanished}
     for t in resolve_native_ids(others, comms):
         t.name = t.name or comms[t.native_id] or None   # (a thread with no threading name)
@@ -89,33 +108,35 @@ def build_child(snap):
     for tid, comm, _futex in vanished:
         if tid not in owners:
             owners[tid] = (comm or None, [])
-            threads.append({"native_id": tid, "ident": None, "name": comm or None, "daemon": None,
-                            "python": False, "stack": []})
-    hazards, reinit = [], []
-    if snap.c_level:
-        hazards, reinit = clocks.entries(owners, Maps.read)  # maps read only if the scan hit
-    blocked_on = {tid: futex for tid, _comm, futex in vanished}  # futex 0: not asleep in futex(2)
-    py_hazards, py_reinit = pylocks.audit_child(snap.pylocks, blocked_on)
-    judged = reach.annotate(py_hazards + hazards, threads)  # sorted by reach
+            threads.append(kernel_thread(tid, comm))
+    return threads, owners
+
+
+def kernel_thread(tid, comm):
+    """A "threads" entry of a thread only the kernel knew (no Python frames)."""
+    return {"native_id": tid, "ident": None, "name": comm or None, "daemon": None,
+            "python": False, "stack": []}
+
+
+def child_record(snap, pid, scan, forking_thread, threads, hazards, reinit, unreachable):
+    """A child's record from its parts (scan: scan_report() of this fork's scan, or None)."""
     return {
         "forkaudit": FORMAT_VERSION,
         "event": "fork",
         "side": "child",
         "time": now_iso(snap.time),
-        "pid": os.getpid(),
+        "pid": pid,
         "parent_pid": snap.parent_pid,
         "python": _PYTHON,
         "platform": _PLATFORM,
         "policy": snap.settings.policy,
-        "scan": scan_report(native.stats()) if snap.c_level else None,
+        "scan": scan,
         "c_level": native.c_level(snap.settings.scan, snap.c_level),
-        "forking_thread": snap.forking.as_report(),
+        "forking_thread": forking_thread,
         "threads": threads,
-        "hazards": [h for h in judged if h.get("reach") != "unreachable"],
-        "reinitialized": py_reinit + reinit,
-        # held at the fork by a vanished thread, but nothing the child can run leads to it (a
-        # span that thread was ending, a lock an after-fork hook replaced): not a hazard
-        "unreachable": [h for h in judged if h.get("reach") == "unreachable"],
+        "hazards": hazards,
+        "reinitialized": reinit,
+        "unreachable": unreachable,
     }
 
 

@@ -18,10 +18,10 @@ import time
 import warnings
 
 from . import event as event_mod
-from . import cpython_layout, heldby, hooks, naming, native, parent_notice, policy, pylocks, render, sink, threads
+from . import cleanfork, cpython_layout, heldby, hooks, naming, native, parent_notice, policy, pylocks, render, sink, threads
 from . import watchdog
 from .errors import ForkHazardError, ForkHazardWarning
-from .settings import testonly_audit_hang
+from .settings import testonly_audit_hang, testonly_full_audit
 
 INT_TYPES = (id(int), id(bool))  # objects whose fields can mimic a held mutex (see csrc/validate.c)
 
@@ -35,7 +35,7 @@ class Snapshot:
     """What the parent knew at the fork; read by the child."""
 
     __slots__ = ("settings", "tid", "execs", "mp", "forking", "others", "pylocks", "time",
-                 "parent_pid", "c_level")
+                 "parent_pid", "c_level", "clean")
 
 
 def prepare(settings):
@@ -76,6 +76,7 @@ def take_snapshot(settings):
     snap.time = time.time()  # (formatted when a record is made: the parent's fork stays cheap)
     snap.parent_pid = os.getpid()
     snap.c_level = native.available and settings.scan != "off"
+    snap.clean = None
     return snap
 
 
@@ -89,6 +90,10 @@ def before_fork(settings, tid):
     snap.tid = tid
     if snap.c_level and not native.arm(tid, settings.scan, pylocks.threads_to_probe(snap.pylocks)):
         snap.c_level = False  # every arming slot is taken (that many concurrent forks)
+    try:
+        snap.clean = cleanfork.parent_proof(snap)   # the parent's part of a clean fork's proof
+    except Exception:  # noqa: BLE001 - then the child's full audit decides, and says what fails
+        snap.clean = None
     return snap
 
 
@@ -138,6 +143,8 @@ def audit_child(snap):
     global _last_event
     if testonly_audit_hang():
         _hang()
+    if _clean_child(snap):
+        return
     try:
         ev = event_mod.build_child(snap)
     except Exception as e:  # noqa: BLE001
@@ -155,6 +162,29 @@ def audit_child(snap):
         policy.deliver(ev, snap.settings, watched)  # under 'abort-now' this ends a hazardous child
     except Exception as e:  # noqa: BLE001
         _fail_once("reporting", e)
+
+
+def _clean_child(snap):
+    """A fork proven clean (cleanfork): its record, and True; else False (the full audit)."""
+    global _last_event
+    if testonly_full_audit():
+        return False
+    try:
+        clean = cleanfork.child_audit(snap)
+    except Exception:  # noqa: BLE001 - the full audit decides, and says what fails there
+        clean = None
+    if clean is None:
+        return False
+    record, line, summary = clean
+    hooks._lineage_known = pylocks.audit_saw_all
+    _last_event = record   # built when asked for (last_event)
+    try:
+        watchdog.child_audited(summary, snap.settings)  # watchdog: nothing to watch, it stops
+    except Exception as e:  # noqa: BLE001
+        _fail_once("the watchdog", e)
+    if line is not None:
+        sink.append_line(snap.settings.json_path, line)  # never raises for I/O
+    return True
 
 
 def _hang():
@@ -183,5 +213,8 @@ def refuse_if_hazardous(settings):
 
 
 def last_event():
+    global _last_event
+    if callable(_last_event):
+        _last_event = _last_event()
     return _last_event
 

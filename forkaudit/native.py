@@ -125,20 +125,24 @@ def held_python_locks():
     if lib is None:
         return []
     n = lib.fa_pylocks(ffi.NULL, 0)
-    buf = ffi.new("fa_pylock[]", max(n, 1))
+    if n <= 0:
+        return []
+    buf = ffi.new("fa_pylock[]", n)
     n = min(lib.fa_pylocks(buf, n), n)
     return [(int(h.addr), int(h.type), int(h.owner), int(h.count)) for h in (buf[i] for i in range(n))]
 
 
-def python_discovery():
-    """What the last child-side scan found of Python locks, and whether it saw everything.
+def python_discovery(s=None):
+    """What the last child-side scan found of Python locks, and whether it saw everything
+    (s: its stats(), if the caller has them).
 
     ran: the scan ran with lock types registered. complete: it read every candidate byte of
     every private writable mapping (scan full, no budget cut) and recorded every held lock it
     met (no overflow); only then is a lock absent from held known not to be held. held: as
     held_python_locks(). free_seen: lock objects it validated and found free (a count).
     overflow: held ones not recorded. types: how many types it looked for."""
-    s = stats()
+    if s is None:
+        s = stats()
     if s is None or not s["done"]:
         return {"ran": False, "complete": False, "held": [], "free_seen": 0, "overflow": 0, "types": 0}
     ran = s["not_run"] is None and s["pytypes"] > 0

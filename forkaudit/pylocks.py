@@ -395,12 +395,17 @@ def _worth_a_walk(snap):
     Python lock objects ran over all memory and found none, besides those the forking thread
     holds itself and those an at-fork handler has released since, and no thread's stack held
     one at the fork. Without that proof (no discovery, a budget cut it short) the walk runs."""
+    return stacks_hold_locks(snap) or discovery_finds_locks(snap, exempt_ids(snap))
+
+
+def stacks_hold_locks(snap):
+    """The half of _worth_a_walk the parent can answer, from the threads' frames at the fork:
+    does another thread's stack hold a lock, or (where the scan cannot discover buffered files'
+    internal locks) is another thread somewhere other than a standard library wait?"""
     private = {id(o) for o in snap.private}
     for lock_id, c in snap.candidates.items():
         if c.state.locked and lock_id not in private and c.owners != [snap.forking]:
             return True
-    if _alone_at_the_fork(snap):
-        return False
     kinds = cpython_layout.registered_kinds
     if "buffered" not in kinds:
         for t in snap.by_ident.values():
@@ -411,16 +416,32 @@ def _worth_a_walk(snap):
             # threads parked in the standard library's waits are known to hold none
             if t.stack and not t.stack[-1]["file"].replace("\\", "/").endswith(PARKING_FILES):
                 return True
-    # (a held buffered file, the standard streams' included, is in the discovery below: its
-    # types are registered whenever their layout is known, which is also the only case where
-    # forkaudit can tell a held one)
-    discovery = native.python_discovery() if hasattr(native, "python_discovery") else None
-    if not discovery or not discovery.get("ran") or not discovery.get("complete"):
-        return True
+    return False
+
+
+def exempt_ids(snap):
+    """ids of the lock objects a held one found by the discovery may be without a walk: the
+    private ones, and those the forking thread's frames hold (the child's own)."""
     own = {id(h.lock) for c in snap.candidates.values() for h in c.held.values()
            if snap.forking in c.owners}
+    return own | {id(o) for o in snap.private}
+
+
+def discovery_finds_locks(snap, exempt, stats=None):
+    """The child's half of _worth_a_walk: unless no thread but the forking one existed, did the
+    C scan's discovery miss anything (it did not run, or not over everything), or find a lock
+    object held now that is not exempt (exempt_ids) nor the forking thread's? (A held buffered
+    file, the standard streams' included, is in the discovery: its types are registered whenever
+    their layout is known, which is also the only case where forkaudit can tell a held one.)
+    stats: native.stats() of this fork's scan, if the caller has them."""
+    if _alone_at_the_fork(snap):
+        return False
+    kinds = cpython_layout.registered_kinds
+    discovery = native.python_discovery(stats)
+    if not discovery or not discovery.get("ran") or not discovery.get("complete"):
+        return True
     for address, type_index, owner, _count in discovery["held"]:
-        if address in own or address in private or (owner and owner == snap.forking.ident):
+        if address in exempt or (owner and owner == snap.forking.ident):
             continue
         buffered = type_index < len(kinds) and kinds[type_index] == "buffered"
         if cpython_layout.taken_at(address, buffered) is not False:
@@ -486,6 +507,19 @@ def _internal_hazards(walked, snap):
             "_id": obj_id,
         })
     return out
+
+
+def imports_by_others(snap):
+    """Is a thread other than the forking one importing a module (holding its import lock)?"""
+    return any(held.owner != snap.forking.ident for held in importlocks.held())
+
+
+def clean_child():
+    """The child's audit found nothing held (cleanfork): what audit(remember=True) keeps of
+    such a fork. It inherited no lock held, and knows it."""
+    global audit_saw_all
+    importlocks.wakeups.clear()
+    audit_saw_all = True
 
 
 def _import_hazards(snap):

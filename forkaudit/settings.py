@@ -242,3 +242,9 @@ def testonly_audit_hang():
     before it writes anything: a child hung inside its own audit, for the pytest plugin's
     watcher tests."""
     return os.environ.get("FORKAUDIT_TESTONLY_AUDIT_HANG") == "1"
+
+
+def testonly_full_audit():
+    """FORKAUDIT_TESTONLY_FULL_AUDIT=1: every child runs the full audit, even of a fork the
+    parent and the scan prove clean (cleanfork.py): for the tests that compare the two."""
+    return os.environ.get("FORKAUDIT_TESTONLY_FULL_AUDIT") == "1"

@@ -189,16 +189,25 @@ def _write_unkilled(fd, line):
         _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
 
 
-def record_line(record):
+def json_text(value):
+    """value as compact JSON, as records are written (one line, no spaces)."""
     import json  # not at start-up: only a child with a record needs it
-    return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def record_line(record):
+    return (json_text(record) + "\n").encode()
 
 
 def append_json(path, record):
-    """Append one record as one JSON line. Never raises for I/O: a record that cannot be
-    written whole is absent, and one line per process tree says records are being lost.
-    Returns True when the record was written."""
-    line = record_line(record)
+    """Append one record as one JSON line (see append_line)."""
+    return append_line(path, record_line(record))
+
+
+def append_line(path, line):
+    """Append one record's line (bytes, ending in its only newline). Never raises for I/O: a
+    record that cannot be written whole is absent, and one line per process tree says records
+    are being lost. Returns True when the record was written."""
     try:
         fd, size = open_report(path)
     except ReportPathError as e:

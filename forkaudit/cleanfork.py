@@ -1,0 +1,108 @@
+"""A clean fork's short way through the child's audit (issue 8: a clean fork costs the child
+about what a bare fork does, and copies few of the pages it shares with the parent).
+
+Most forks are clean: no other thread holds a lock. The full audit proves that and writes
+a record with no hazard; on the way it reads the parent's snapshot object by object in the
+child, and every object read there has its reference count written, so its page is copied.
+The proof needs none of that. It has three parts, two of which the parent already knows at
+the fork (the GIL is held from the snapshot to the fork, so no Python state moves between):
+
+  parent: no other thread's frames hold a lock, none is importing a module
+          (pylocks.stacks_hold_locks, pylocks.imports_by_others), and Python knows every
+          thread's native id (the child would otherwise name it from the kernel's list);
+  child:  the C scan found no glibc lock of a vanished thread (no hit), and its discovery
+          found no Python lock object held now that is not the forking thread's own or
+          private (pylocks.discovery_finds_locks), exactly as the full audit asks.
+
+Where all three hold, the full audit would find nothing and walk nothing: its record is
+built here from the same parts (event.child_record). When a record is to be written, the
+parent renders it as JSON text before the fork, all but the child's pid, its scan and the
+threads only the kernel knew, which the child puts in: the child writes its record from a
+few allocations of its own. Any doubt, and any error, leaves the fork to the full audit
+(flow.audit_child).
+"""
+import os
+
+from . import event as event_mod
+from . import native, pylocks, sink
+
+# What only the child knows, as placeholders in the record the parent renders: strings no
+# record holds (a NUL never comes from the parts a clean record is made of)
+_PID = "\0forkaudit:pid\0"
+_SCAN = "\0forkaudit:scan\0"
+_KERNEL = "\0forkaudit:kernel-threads\0"
+
+
+# How many of this process's audits took the short way (its own, as a child: 0 or 1; the
+# tests read it, as naming.WALKS counts the walks)
+PROVEN = 0
+
+
+class Proof:
+    """The parent's part of the proof of a clean fork, and its rendering of the record."""
+
+    __slots__ = ("exempt", "template")
+
+    def __init__(self, exempt, template):
+        self.exempt = exempt      # ids of held lock objects that are no hazard (pylocks.exempt_ids)
+        self.template = template  # the record as JSON text but for the child's parts, or None
+
+
+def parent_proof(snap):
+    """In the parent (before-fork step): a Proof if the parent's part holds, else None."""
+    if not snap.c_level:
+        return None   # no C scan in the child: nothing to prove a clean fork with
+    locks = snap.pylocks
+    if pylocks.stacks_hold_locks(locks) or pylocks.imports_by_others(locks):
+        return None
+    if any(t.native_id is None for t in snap.others):
+        return None
+    template = None
+    if snap.settings.json_path:
+        template = sink.json_text(event_mod.child_record(
+            snap, _PID, _SCAN, snap.forking.as_report(), [t.as_report() for t in snap.others] + [_KERNEL],
+            [], [], []))
+    return Proof(pylocks.exempt_ids(locks), template)
+
+
+def child_audit(snap):
+    """In the child, after every at-fork handler: (record maker, JSON line or None, summary) of a
+    fork proven clean, or None. The record maker builds the record (a dict) when asked for;
+    the summary has the record's verdict (what the watchdog reads), not its threads."""
+    proof = snap.clean
+    if proof is None:
+        return None
+    stats = native.stats()
+    if stats is None or stats["hits"] or stats["overflow"]:
+        return None
+    if pylocks.discovery_finds_locks(snap.pylocks, proof.exempt, stats):
+        return None
+    python_tids = {t.native_id for t in snap.others}
+    kernel_only = [event_mod.kernel_thread(tid, comm) for tid, comm, _futex in native.vanished()
+                   if tid not in python_tids]
+    global PROVEN
+    pylocks.clean_child()
+    PROVEN += 1
+    pid = os.getpid()
+    scan = event_mod.scan_report(stats)
+    summary = {"hazards": [], "unreachable": [], "scan": scan,
+               "threads": snap.others + kernel_only,   # (read for whether there were any)
+               "c_level": native.c_level(snap.settings.scan, snap.c_level)}
+    line = None
+    if proof.template is not None:
+        kernel = ",".join(sink.json_text(t) for t in kernel_only)
+        placeholder = sink.json_text(_KERNEL)
+        text = proof.template.replace(sink.json_text(_PID), str(pid), 1)
+        text = text.replace(sink.json_text(_SCAN), sink.json_text(scan), 1)
+        if kernel:
+            text = text.replace(placeholder, kernel, 1)
+        elif "," + placeholder in text:
+            text = text.replace("," + placeholder, "", 1)
+        else:
+            text = text.replace(placeholder, "", 1)
+        line = (text + "\n").encode()
+
+    def record():
+        return event_mod.child_record(snap, pid, scan, snap.forking.as_report(),
+                                      [t.as_report() for t in snap.others] + kernel_only, [], [], [])
+    return record, line, summary
