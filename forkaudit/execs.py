@@ -8,16 +8,29 @@ flow. This module imports nothing.
 """
 
 # Python frames that call fork only to exec right after: (file name ending, function name).
-EXEC_CALLERS = (("subprocess.py", "_execute_child"), ("multiprocessing/util.py", "spawnv_passfds"))
+# ptyprocess (pexpect's spawn) and the standard library's pty.spawn fork through pty.fork,
+# then run only setup calls (window size, closing fds, a preexec_fn) before the exec.
+EXEC_CALLERS = (("subprocess.py", "_execute_child"), ("multiprocessing/util.py", "spawnv_passfds"),
+                ("ptyprocess/ptyprocess.py", "spawn"), ("pty.py", "spawn"))
+# Frames that fork on behalf of their caller, which tells what the child does next: the fork
+# pty.fork makes execs when pty.fork's own caller is one of the above (and not otherwise: a
+# program's pty.fork() child may run any Python).
+PASS_THROUGH = (("pty.py", "fork"),)
+
+
+def _is(code, where):
+    return code.co_name == where[1] and code.co_filename.replace("\\", "/").endswith(where[0])
 
 
 def execs_next(caller):
     """Is `caller` (the Python frame that called fork) one that execs right after?"""
-    if caller is None:
-        return False
-    code = caller.f_code
-    name = code.co_name
-    for where in EXEC_CALLERS:
-        if name == where[1] and code.co_filename.replace("\\", "/").endswith(where[0]):
+    for _ in range(len(PASS_THROUGH) + 1):
+        if caller is None:
+            return False
+        code = caller.f_code
+        if any(_is(code, where) for where in EXEC_CALLERS):
             return True
+        if not any(_is(code, where) for where in PASS_THROUGH):
+            return False
+        caller = caller.f_back
     return False

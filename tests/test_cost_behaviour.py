@@ -94,6 +94,51 @@ def test_a_fork_that_execs_leaves_no_record(run_python, tmp_path, fork_too):
         assert "__main__.LOCK" in paths, result.records[0]["hazards"]
 
 
+# The standard library's pty.spawn forks through pty.fork and execs: no record, and (under
+# warn) no report in the child's stderr, which is the pty the parent copies to its stdout.
+PTY_SPAWN = r'''
+import os, pty, sys, threading
+LOCK = threading.Lock()
+held, release = threading.Event(), threading.Event()
+
+def holder():
+    with LOCK:
+        held.set()
+        release.wait()
+
+threading.Thread(target=holder, name="lock-holder", daemon=True).start()
+held.wait(10)
+statuses = [pty.spawn([sys.executable, "-c", "print('from the child')"]) for _ in range(5)]
+sys.stdout.flush()
+print("statuses", statuses)
+if FORK_TOO:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+release.set()
+'''
+
+
+@pytest.mark.parametrize("fork_too", [False, True], ids=["pty.spawn-only", "control-with-os.fork"])
+def test_a_pty_spawn_that_execs_leaves_no_record_and_no_report_in_the_pty(run_python, tmp_path, fork_too):
+    result = run_python("FORK_TOO = %r\n" % fork_too + PTY_SPAWN, env=env_for(tmp_path, FORKAUDIT="warn"),
+                        timeout=120)
+    assert result.returncode == 0, result
+    assert result_line(result, "statuses") == [0] * 5, result
+    # the children's output, through the pty, is theirs alone
+    lines = [line.strip() for line in result.stdout.splitlines() if not line.startswith("statuses")]
+    assert lines == ["from the child"] * 5, result.stdout
+    if not fork_too:
+        assert result.records == [], result.records
+        assert "forkaudit" not in result.stderr, result.stderr
+    else:
+        # control: the program's own fork, with the same lock held, is audited and reported
+        assert len(result.records) == 1, result.records
+        paths = [h["object"]["path"] for h in result.records[0]["hazards"] if h.get("object")]
+        assert "__main__.LOCK" in paths, result.records[0]["hazards"]
+
+
 # ---- (d) no fork, no flow --------------------------------------------------------------------
 
 START_UP_MODULES = {"forkaudit", "forkaudit.hooks", "forkaudit.settings", "forkaudit.autostart",

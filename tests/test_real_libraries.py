@@ -807,3 +807,35 @@ def test_gevent_greenlets_are_not_vanished_threads(run_python, tmp_path):
     assert [h["address"] for h in mutexes] == [os_thread["mutex"]], rec["hazards"]
     assert mutexes[0]["owner"] is not None, mutexes
     assert [h for h in rec["hazards"] if h["kind"] != "pthread_mutex"] == [], rec["hazards"]
+
+
+# --- pexpect / ptyprocess -------------------------------------------------------------------------
+
+PEXPECT = r"""
+import json
+import pexpect
+LOCK = threading.Lock()
+def _hold(held, release):
+    with LOCK:
+        held.set()
+        release.wait(30)
+_t, _release = hold("holder", _hold)
+outs = [pexpect.run("echo hello%d" % i).decode() for i in range(5)]
+print("@@" + json.dumps({"outs": outs}), flush=True)
+_release.set()
+_t.join()
+"""
+
+
+@pytest.mark.parametrize("policy", ["warn", "abort"])
+def test_pexpect_spawn_forks_that_exec_are_left_alone(run_python, policy):
+    """ptyprocess (pexpect's spawn) forks through pty.fork and execs after setting the pty up:
+    no record, and nothing written into the child's stderr, which is the pty pexpect reads
+    as the command's output (under warn, a report there was taken for the command's)."""
+    need("pexpect")
+    result = run_python(program(PEXPECT + CONTROL, policy), timeout=60)
+    assert result.returncode == 0, result
+    [outs] = [f["outs"] for f in facts(result) if "outs" in f]
+    assert outs == ["hello%d\r\n" % i for i in range(5)], outs
+    assert len(result.children) == 1, result.children   # the control's fork only
+    check_control(result, policy)
