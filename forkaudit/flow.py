@@ -58,18 +58,30 @@ def prepare(settings):
         sink.say("C-level lock detection is off (%s); Python-level locks are still audited" % native.reason)
 
 
+PREFETCH_ROUNDS = 4
+
+
 def take_snapshot(settings):
     forking, others = threads.capture()
-    if heldby.prefetch([forking] + others):
-        # source files were read (the GIL was released): the other threads may have moved
+    for _ in range(PREFETCH_ROUNDS):
+        if not heldby.prefetch([forking] + others):
+            break
+        # source files were read (the GIL was released): the other threads may have moved,
+        # into code whose source is not read yet, so look again until nothing was read
         forking, others = threads.capture()
-        heldby.prefetch([forking] + others)
     snap = Snapshot()
     snap.settings = settings
     snap.execs = False   # (a fork that execs gets hooks._ExecFork instead)
     snap.mp = any(_calls_record(f, MP_LAUNCH) for f in forking.stack)
     snap.forking, snap.others = forking, others
-    snap.pylocks = pylocks.capture(forking, others)
+    # from the last capture to the fork, the GIL is never released (no file is read: a source
+    # still not read after the rounds above is not read now), so that the stacks and the locks
+    # their frames hold are those at the fork
+    heldby.cached_only = True
+    try:
+        snap.pylocks = pylocks.capture(forking, others)
+    finally:
+        heldby.cached_only = False
     snap.pylocks.lineage_known = hooks._lineage_known
     for t in [forking] + others:
         t.frames = None  # frames of vanished threads must not be touched in the child

@@ -40,10 +40,26 @@ class Regions:
         self.releases = []   # (line, dump of expr)
 
 
+# True while the snapshot reads the frames (flow.take_snapshot): no file is read then. Reading
+# one releases the GIL, and the other threads would move on from the frames being read: what
+# the snapshot says a thread holds and where it was would be from two different moments.
+cached_only = False
+
+
+def _lines(filename):
+    """The source lines of a file (linecache's), or, under cached_only, only if already read."""
+    if cached_only:
+        entry = linecache.cache.get(filename)
+        return entry[2] if type(entry) is tuple and len(entry) > 2 and type(entry[2]) is list else []
+    return linecache.getlines(filename)
+
+
 def _tree(filename):
     if filename not in _trees:
+        if cached_only:
+            return None   # not read yet: this frame's locks are not known from its source
         tree = None
-        lines = linecache.getlines(filename)
+        lines = _lines(filename)
         if lines:
             try:
                 tree = ast.parse("".join(lines), filename)
@@ -279,7 +295,9 @@ def analyse(frames):
             f_locals = frame.f_locals
             cond = f_locals.get("self")
             if safeattr.is_a(cond, threading.Condition):
-                reacquiring = "_acquire_restore" in linecache.getline(code.co_filename, frame.f_lineno)
+                lines = _lines(code.co_filename)
+                line = lines[frame.f_lineno - 1] if 0 < frame.f_lineno <= len(lines) else ""
+                reacquiring = "_acquire_restore" in line
                 for lock, _ in underlying(cond):
                     released.add(id(lock))
                     if reacquiring:  # woken: taking the Condition's lock back

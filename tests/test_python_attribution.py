@@ -304,3 +304,52 @@ def test_kernel_view_tells_a_sleeping_waiter_from_a_holder(audit):
     [h] = rec["hazards"]
     assert h["owner"] is None and "owner unknown" in h["why"]
     assert "thread 'blocked' was in waiter()" in h["why"] and "asleep waiting for it" in h["why"]
+
+
+# A thread that moves while the snapshot reads source files (which releases the GIL): each
+# module's first read lets "mover" go on into the next module's function, holding that
+# module's lock. The snapshot must look again until no file was read, so that the stack it
+# records and the locks it finds held are those at the fork (both in c.f3), not a stack
+# from one moment (b.f2) and a lock from the next.
+MOVER_MODULES = {
+    "fa_mover_a": "import threading\nLOCK = threading.Lock()\ngo = threading.Event()\n"
+                  "def f1(arrived):\n    with LOCK:\n        arrived.set()\n        go.wait(30)\n",
+    "fa_mover_b": "import threading\nLOCK = threading.Lock()\ngo = threading.Event()\n"
+                  "def f2(arrived):\n    with LOCK:\n        arrived.set()\n        go.wait(30)\n",
+    "fa_mover_c": "import threading\nLOCK = threading.Lock()\ngo = threading.Event()\n"
+                  "def f3(arrived):\n    with LOCK:\n        arrived.set()\n        go.wait(30)\n",
+}
+
+
+def test_a_thread_that_moves_while_sources_are_read_is_seen_where_it_was_at_the_fork(audit, tmp_path):
+    for name, text in MOVER_MODULES.items():
+        (tmp_path / (name + ".py")).write_text(text)
+    rec = audit('''
+        import linecache
+        sys.path.insert(0, os.path.dirname(REPORT))
+        import fa_mover_a, fa_mover_b, fa_mover_c
+        arrived = [threading.Event() for _ in range(3)]
+        def mover():
+            fa_mover_a.f1(arrived[0])
+            fa_mover_b.f2(arrived[1])
+            fa_mover_c.f3(arrived[2])
+        threading.Thread(target=mover, name="mover", daemon=True).start()
+        arrived[0].wait(10)
+        real = linecache.updatecache
+        def reading(filename, *args):
+            # the first read of a's (then b's) source: let the mover go on into the next module
+            for module, step in ((fa_mover_a, 1), (fa_mover_b, 2)):
+                if filename == module.__file__ and not module.go.is_set():
+                    module.go.set()
+                    arrived[step].wait(10)
+            return real(filename, *args)
+        linecache.updatecache = reading
+        fork_once()
+        fa_mover_c.go.set()
+    ''')
+    [mover] = [t for t in rec["threads"] if t["name"] == "mover"]
+    own = [f["function"] for f in mover["stack"] if not f["file"].endswith("threading.py")]
+    assert own[-1] == "f3", mover["stack"]     # (inside it, Event.wait's frames)
+    [h] = [h for h in rec["hazards"] if (h["owner"] or {}).get("name") == "mover"]
+    assert h["object"]["path"] == "fa_mover_c.LOCK", h
+    assert any(f["function"] == "f3" for f in h["held_at"]), h["held_at"]
