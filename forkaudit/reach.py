@@ -7,6 +7,10 @@ Levels, most likely to hang the child first (LEVELS):
                or a standard stream's buffer (the child's print())
   "import"     a module's import lock (importlocks): the child blocks when it imports that
                module, or anything that imports it
+  "exit"       the internal lock of a logging handler's stream (python_internal), of a
+               handler no logger leads to: logging.shutdown(), which Python runs at a normal
+               exit, flushes every handler, so the child blocks when it exits that way (not
+               with os._exit(), as multiprocessing's children do: theirs stay "internal")
   "c-library"  a C lock in a named library's data/bss: the child blocks when it calls
                into that library
   "c-heap"     a C lock in heap or anonymous memory (a library's object: a connection, a pool)
@@ -33,11 +37,13 @@ import re
 import sys
 import threading
 import types
+import weakref
 
 from . import heldby, importlocks, known, naming, safeattr, stackcode
 from .maps import Maps
 
-LEVELS = ("logging", "global", "import", "local", "c-library", "c-heap", None, "internal", "unreachable")
+LEVELS = ("logging", "global", "import", "exit", "local", "c-library", "c-heap", None, "internal",
+          "unreachable")
 MAX_NODES = 20000
 MAX_DEPTH = 6
 C_KINDS = ("pthread_mutex", "pthread_rwlock", "semaphore")
@@ -145,6 +151,25 @@ def loggers():
     return out
 
 
+def handler_streams():
+    """The streams (and their buffers) of every logging handler logging.shutdown() flushes at
+    exit: logging._handlerList's, read without running code (each entry is called only when it
+    is exactly a weakref.ref)."""
+    logging = sys.modules.get("logging")
+    if not safeattr.is_a(logging, types.ModuleType):
+        return []
+    handlers = safeattr.module_dict(logging).get("_handlerList")
+    out = []
+    for ref in list(handlers) if type(handlers) is list else ():
+        handler = ref() if type(ref) is weakref.ref else None
+        stream = safeattr.get(handler, "stream") if handler is not None else None
+        while stream is not None and len(out) < 1000:
+            out.append(stream)
+            inner = safeattr.get(stream, "buffer")
+            stream = inner if inner is not stream else None
+    return out
+
+
 def _own_frames_locals():
     """The local variables of the child's own frames (the forking thread's, alive in the
     child), forkaudit's own frames left out."""
@@ -163,8 +188,16 @@ def _own_frames_locals():
 class _Reachable:
     """What the child's loggers and own frames lead to (computed once, when needed)."""
 
-    def __init__(self):
+    def __init__(self, exits=False):
         self._logging = self._local = None
+        self._exits = exits    # the child ends through Python's exit (atexit handlers run)
+        self._at_exit = None
+
+    def at_exit(self):
+        """ids of the handler streams logging.shutdown() flushes at the child's exit."""
+        if self._at_exit is None:
+            self._at_exit = {id(s) for s in handler_streams()} if self._exits else set()
+        return self._at_exit
 
     def logging(self):
         if self._logging is None:
@@ -204,6 +237,8 @@ def python_reach(hazard, reachable=None):
             return "import"
         if any(path == s or path.startswith((s + ".", s + "[")) for s in known.STD_STREAMS):
             return "global"
+        if address is not None and address in reachable.at_exit():
+            return "exit"
         return "internal"
     me = dict.get(threading._active, threading.get_ident())
     library_owner = _library_thread(hazard.get("held_at"))
@@ -228,13 +263,16 @@ def classify(hazard, reachable=None):
     return python_reach(hazard, reachable)
 
 
-def annotate(hazards, threads):
+def annotate(hazards, threads, exits=False):
     """Give each hazard its "reach", "owner_code" (C locks: the shared objects whose code is on
-    the owner's stack) and "known" (a known library's key), and sort by reach (stable)."""
+    the owner's stack) and "known" (a known library's key), and sort by reach (stable).
+
+    exits: the child ends through Python's exit, which runs atexit handlers (a fork of the
+    program's own; a multiprocessing child ends with os._exit)."""
     idents = {t.get("native_id"): t.get("ident") for t in threads or () if t.get("native_id")}
     maps = None
     code_of = {}
-    reachable = _Reachable()
+    reachable = _Reachable(exits)
     for h in hazards:
         h["reach"] = classify(h, reachable)
         h["owner_code"] = None

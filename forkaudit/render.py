@@ -60,6 +60,9 @@ REACH_TEXT = {
     "c-library": "likely if the child calls into %s (the lock lives in that library's data)",
     "c-heap": ("possible: a C library's object in %s memory; the child blocks when it calls into "
                "the library that locked it"),
+    "exit": ("likely when the child exits normally (returning or sys.exit): logging.shutdown() "
+             "flushes every logging handler's stream then, this one's too (a child that ends with "
+             "os._exit() does not)"),
     "local": ("likely: a local variable of the code the child runs (the forking thread's frames) leads "
               "to it"),
     "unreachable": ("unreachable: nothing the child can run leads to it (no logger, module global or "
@@ -194,7 +197,10 @@ def advice(event):
                          "program in the child (subprocess, os.posix_spawn) instead of running this code after the fork.")
         elif kinds == {"python_internal"}:
             lines.append("fix: flush and stop the thread that writes that file before forking, and let the child "
-                         "open its own file.")
+                         "open its own file%s." % (
+                             "; or end the child with os._exit() once its work is done, so that logging does "
+                             "not flush the inherited handler at exit" if any(h.get("reach") == "exit" for h in hazards)
+                             else ""))
         else:
             lines.append("fix: re-create the lock in the child with os.register_at_fork(after_in_child=...) where "
                          "the program keeps it, or fork before starting the threads that take it.")

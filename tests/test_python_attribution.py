@@ -353,3 +353,59 @@ def test_a_thread_that_moves_while_sources_are_read_is_seen_where_it_was_at_the_
     [h] = [h for h in rec["hazards"] if (h["owner"] or {}).get("name") == "mover"]
     assert h["object"]["path"] == "fa_mover_c.LOCK", h
     assert any(f["function"] == "f3" for f in h["held_at"]), h["held_at"]
+
+
+# A thread blocked writing a big record to a full pipe holds its stream's buffer lock (a
+# python_internal hazard). When that stream is a logging handler's, logging.shutdown(), which
+# Python runs at a normal exit, flushes it: the child hangs at sys.exit() although it never
+# logs (reach "exit", proven by the child hanging). The control writes the same pipe through a
+# plain file object no handler owns: reach "internal".
+BLOCKED_WRITER = r'''
+import fcntl, logging
+pipe_r, pipe_w = os.pipe()
+size = fcntl.fcntl(pipe_w, 1032)                     # F_GETPIPE_SZ
+if THROUGH_HANDLER:
+    handler = logging.StreamHandler(os.fdopen(pipe_w, "w", buffering=1 << 16))
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "x" * (size + (1 << 17)), None, None)
+    write = lambda: handler.handle(record)
+else:
+    plain = os.fdopen(pipe_w, "wb", buffering=1 << 16)
+    write = lambda: plain.write(b"x" * (size + (1 << 17)))
+writer = threading.Thread(target=write, name="writer", daemon=True)
+writer.start()
+WRITE = {"x86_64": "1", "aarch64": "64"}[os.uname().machine]
+def in_write():
+    try:
+        with open("/proc/self/task/%d/syscall" % writer.native_id) as f:
+            return f.read().split()[0] == WRITE
+    except (OSError, IndexError, TypeError):
+        return False
+while not in_write():
+    threading.Event().wait(0.001)
+pid = os.fork()
+if pid == 0:
+    if THROUGH_HANDLER:
+        sys.exit(0)                                   # a normal exit: atexit runs logging.shutdown()
+    os._exit(0)
+print("child", wait_or_kill(pid, 5))
+sys.stdout.flush()
+os._exit(0)                                           # (this process's own exit would hang the same way)
+'''
+
+
+@pytest.mark.c_level
+@pytest.mark.parametrize("through_handler", [True, False], ids=["handler-stream-exit", "control-plain-file"])
+def test_a_logging_handlers_stream_held_at_the_fork_blocks_the_childs_exit(run_python, through_handler):
+    result = run_python(snippet("THROUGH_HANDLER = %r\n" % through_handler + BLOCKED_WRITER), timeout=120)
+    assert result.returncode == 0, result
+    [rec] = result.children
+    [h] = [h for h in rec["hazards"] if (h["owner"] or {}).get("name") == "writer"]
+    assert h["kind"] == "python_internal", h
+    if through_handler:
+        assert "child hung" in result.stdout, result.stdout          # the ground truth: it hangs at exit
+        assert h["reach"] == "exit", h
+        from forkaudit import render
+        assert "logging.shutdown()" in render.text(rec), render.text(rec)
+    else:
+        assert "child 0" in result.stdout, result.stdout
+        assert h["reach"] == "internal", h
