@@ -42,10 +42,9 @@ def result_line(result, tag):
 
 # ---- (a) a fork that execs leaves no record ---------------------------------------------------
 
-# A thread holds LOCK for the whole program; the main thread runs subprocesses whose
-# preexec_fn proves it ran (it writes to a pipe), then, under FORK_TOO, forks once itself.
-EXEC_FORKS = r'''
-import os, subprocess, sys, threading
+# A thread holds LOCK for the whole program (until `release` is set).
+LOCK_HELD = r'''
+import os, sys, threading
 LOCK = threading.Lock()
 held, release = threading.Event(), threading.Event()
 
@@ -56,6 +55,12 @@ def holder():
 
 threading.Thread(target=holder, name="lock-holder", daemon=True).start()
 held.wait(10)
+'''
+
+# The main thread runs subprocesses whose preexec_fn proves it ran (it writes to a pipe),
+# then, under FORK_TOO, forks once itself.
+EXEC_FORKS = LOCK_HELD + r'''
+import subprocess
 r, w = os.pipe()
 
 def preexec():
@@ -96,18 +101,8 @@ def test_a_fork_that_execs_leaves_no_record(run_python, tmp_path, fork_too):
 
 # The standard library's pty.spawn forks through pty.fork and execs: no record, and (under
 # warn) no report in the child's stderr, which is the pty the parent copies to its stdout.
-PTY_SPAWN = r'''
-import os, pty, sys, threading
-LOCK = threading.Lock()
-held, release = threading.Event(), threading.Event()
-
-def holder():
-    with LOCK:
-        held.set()
-        release.wait()
-
-threading.Thread(target=holder, name="lock-holder", daemon=True).start()
-held.wait(10)
+PTY_SPAWN = LOCK_HELD + r'''
+import pty
 statuses = [pty.spawn([sys.executable, "-c", "print('from the child')"]) for _ in range(5)]
 sys.stdout.flush()
 print("statuses", statuses)
