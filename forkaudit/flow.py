@@ -152,9 +152,20 @@ def _after_multiprocessing_resets(snap):
 
 
 def audit_child(snap):
-    global _last_event
     if testonly_audit_hang():
         _hang()
+    # once begun, the audit ends with its record: a signal that would end the child (a pool's
+    # terminate() sends SIGTERM to workers just forked) is held back until then, and ends it
+    # right after. The watchdog's signal goes through: it reports an audit stuck on a lock.
+    held = sink.hold_signals(watchdog.signals())
+    try:
+        _audit_child(snap)
+    finally:
+        sink.restore_signals(held)
+
+
+def _audit_child(snap):
+    global _last_event
     if _clean_child(snap):
         return
     try:

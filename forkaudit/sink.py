@@ -171,6 +171,29 @@ def _append_line(fd, line, size):
     return "a short write (%d of %d bytes; the partial record %s)" % (n, len(line), blanked)
 
 
+# Signals never held back: those a fault raises (held, the kernel kills all the same)
+_FAULTS = ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS")
+
+
+def hold_signals(let_through=()):
+    """Hold back every signal that can be blocked but those a fault raises and let_through
+    (signal numbers); returns the mask to give restore_signals(), or None if it could not.
+    A held-back signal is delivered when the mask is restored: a SIGTERM still ends the
+    process, just after what it was held back for."""
+    import _signal
+    try:
+        keep = {getattr(_signal, name) for name in _FAULTS if hasattr(_signal, name)} | set(let_through)
+        return _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals() - keep)
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def restore_signals(old):
+    if old is not None:
+        import _signal
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
+
+
 def _write_unkilled(fd, line):
     """os.write(fd, line) with every signal that can be blocked held back until it returns.
 
@@ -178,15 +201,11 @@ def _write_unkilled(fd, line):
     that a pool's terminate() sends SIGTERM to while it writes its record left the first
     page of it, and the next record, appended to that half, made one line that no reader
     can parse. Held back, the signal ends the process right after a whole record."""
-    import _signal
-    try:
-        old = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
-    except (AttributeError, OSError, ValueError):
-        return os.write(fd, line)
+    old = hold_signals()
     try:
         return os.write(fd, line)
     finally:
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
+        restore_signals(old)
 
 
 def json_text(value):

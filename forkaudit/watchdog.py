@@ -36,6 +36,11 @@ _fork_caller = None   # the frame that called os.fork, while a watched fork is i
 _queued_callers = {}  # native id -> (ident, that frame), for forks of other threads queued meanwhile
 
 
+def signals():
+    """The signal numbers the watchdog's timers use ((): none set up)."""
+    return (_signo,) if _signo > 0 else ()
+
+
 def available():
     return native.lib is not None and sys.platform.startswith("linux") and _signo > 0
 

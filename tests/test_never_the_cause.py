@@ -255,6 +255,50 @@ def test_a_child_terminated_while_writing_its_record_leaves_it_whole(run_python,
     assert report.read_text().count("\n") == 2
 
 
+# The same signal a little earlier: as the child's audit begins (a pool's terminate() right
+# after it forked its workers). Once begun, the audit ends with its record; the signal, held
+# back until then, still ends the child. The SIGTERM comes from the child itself, from the
+# first thing both ways through the audit ask (the scan's figures).
+TERMINATED_IN_AUDIT = r"""
+import json, os, signal, sys, threading
+stop = threading.Event()
+threading.Thread(target=stop.wait, daemon=True).start()
+
+def fork():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status)
+
+fork()                                     # loads forkaudit's flow
+import forkaudit.native
+real_stats = forkaudit.native.stats
+
+def stats_then_sigterm():
+    if os.environ.get("KILL") == "1":
+        os.kill(os.getpid(), signal.SIGTERM)   # the default action: the process ends
+    return real_stats()
+
+forkaudit.native.stats = stats_then_sigterm
+statuses = []
+for kill in ("1", "0"):
+    os.environ["KILL"] = kill
+    statuses.append(fork())
+print(json.dumps({"killed": statuses}))
+"""
+
+
+def test_a_child_terminated_as_its_audit_begins_still_writes_its_record(run_python, tmp_path):
+    quiet = {"PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    report = tmp_path / "report.jsonl"
+    result = run_python(TERMINATED_IN_AUDIT, env=dict(quiet, FORKAUDIT="record", FORKAUDIT_JSON=str(report)))
+    assert result.returncode == 0, result
+    # the first measured child did die of its SIGTERM (after its record); the second exited
+    assert json.loads(result.stdout)["killed"] == [15, 0], result
+    assert len(child_records(result.records)) == 3, result    # the warm-up's, and both of theirs
+
+
 # --- defect 2: the warnings machinery is left exactly as the program set it ---------------------
 
 WARNING_POLICY = r'''
