@@ -16,10 +16,11 @@ the fork (the GIL is held from the snapshot to the fork, so no Python state move
 
 Where all three hold, the full audit would find nothing and walk nothing: its record is
 built here from the same parts (event.child_record). When a record is to be written, the
-parent renders it as JSON text before the fork, all but the child's pid, its scan and the
-threads only the kernel knew, which the child puts in: the child writes its record from a
-few allocations of its own. Any doubt, and any error, leaves the fork to the full audit
-(flow.audit_child).
+parent renders it as JSON text before the fork, all but the child's pid, its scan, the
+threads only the kernel knew and the time, which the child puts in: the child writes its
+record from a few allocations of its own. (The parent keeps its last renderings: forks
+made from the same place while the other threads stay parked render the same text.) Any
+doubt, and any error, leaves the fork to the full audit (flow.audit_child).
 """
 import os
 
@@ -29,8 +30,14 @@ from . import native, pylocks, sink
 # What only the child knows, as placeholders in the record the parent renders: strings no
 # record holds (a NUL never comes from the parts a clean record is made of)
 _PID = "\0forkaudit:pid\0"
+_TIME = "\0forkaudit:time\0"
 _SCAN = "\0forkaudit:scan\0"
 _KERNEL = "\0forkaudit:kernel-threads\0"
+
+# The parent's renderings, by what they are made of: forks from the same place, with the
+# other threads parked where they were, render the same text (bounded: a few kept)
+_rendered = {}
+_RENDERED_MAX = 8
 
 
 # How many of this process's audits took the short way (its own, as a child: 0 or 1; the
@@ -57,12 +64,29 @@ def parent_proof(snap):
         return None
     if any(t.native_id is None for t in snap.others):
         return None
-    template = None
-    if snap.settings.json_path:
-        template = sink.json_text(event_mod.child_record(
-            snap, _PID, _SCAN, snap.forking.as_report(), [t.as_report() for t in snap.others] + [_KERNEL],
-            [], [], []))
+    template = _template(snap) if snap.settings.json_path else None
     return Proof(pylocks.exempt_ids(locks), template)
+
+
+def _thread_key(t):
+    return (t.native_id, t.ident, t.name, t.daemon,
+            tuple((f["file"], f["line"], f["function"]) for f in t.stack))
+
+
+def _template(snap):
+    """The record as JSON text but for the child's parts and the time (placeholders)."""
+    key = (snap.parent_pid, snap.settings.policy, snap.settings.scan, snap.c_level,
+           _thread_key(snap.forking), tuple(_thread_key(t) for t in snap.others))
+    text = _rendered.get(key)
+    if text is None:
+        record = event_mod.child_record(snap, _PID, _SCAN, snap.forking.as_report(),
+                                        [t.as_report() for t in snap.others] + [_KERNEL], [], [], [])
+        record["time"] = _TIME
+        text = sink.json_text(record)
+        if len(_rendered) >= _RENDERED_MAX:
+            _rendered.clear()
+        _rendered[key] = text
+    return text
 
 
 def child_audit(snap):
@@ -93,6 +117,7 @@ def child_audit(snap):
         kernel = ",".join(sink.json_text(t) for t in kernel_only)
         placeholder = sink.json_text(_KERNEL)
         text = proof.template.replace(sink.json_text(_PID), str(pid), 1)
+        text = text.replace(sink.json_text(_TIME), sink.json_text(event_mod.now_iso(snap.time)), 1)
         text = text.replace(sink.json_text(_SCAN), sink.json_text(scan), 1)
         if kernel:
             text = text.replace(placeholder, kernel, 1)

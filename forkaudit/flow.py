@@ -46,12 +46,14 @@ def prepare(settings):
         native.set_budget(settings.scan_budget_ms, settings.scan_budget_mb)
         cpython_layout.register_pylock_types()  # the scan's read-only discovery of held Python locks
         threads.learn_tid_offset()  # ids of threads with no threading.Thread
+        native.warm_up()  # the C calls every child makes, made once here
         import ctypes  # noqa: F401 - a child reads back a held lock found beyond the walk with it
         #                (cpython_layout.object_at): imported here, never in a child
     naming.SHOW_KEYS = settings.show_keys
     if settings.json_path:
         import json  # noqa: F401 - each child writes its record with it: imported once, here (3 ms a child)
     watchdog.setup(settings)  # watchdog: take its signal (once)
+    sink.signals_to_hold(watchdog.signals())  # the set each child's audit holds back, made once
     global _told_no_c_level
     if not native.available and settings.scan != "off" and not _told_no_c_level and settings.policy != "record":
         _told_no_c_level = True
@@ -157,7 +159,7 @@ def audit_child(snap):
     # once begun, the audit ends with its record: a signal that would end the child (a pool's
     # terminate() sends SIGTERM to workers just forked) is held back until then, and ends it
     # right after. The watchdog's signal goes through: it reports an audit stuck on a lock.
-    held = sink.hold_signals(watchdog.signals())
+    held = sink.hold_signals(sink.signals_to_hold(watchdog.signals()))
     try:
         _audit_child(snap)
     finally:

@@ -249,6 +249,22 @@ def vanished():
     return out
 
 
+def warm_up():
+    """In the parent, once: what every child calls first is made here, so that children
+    inherit it made. cffi builds a C function's wrapper and parses a C type at its first use
+    in a process; in a child that is work and pages written on every fork. (The values read
+    here are the last fork's, or zeroes: nothing is done with them.)"""
+    if lib is None:
+        return
+    stats()
+    vanished()
+    hits()
+    held_python_locks()
+    child_armed()
+    ffi.new("fa_hit[]", 1)
+    ffi.new("fa_pylock[]", 1)
+
+
 def forking_tid():
     return int(lib.fa_forking_tid()) if lib is not None else None
 

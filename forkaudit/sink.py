@@ -175,15 +175,33 @@ def _append_line(fd, line, size):
 _FAULTS = ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS")
 
 
-def hold_signals(let_through=()):
-    """Hold back every signal that can be blocked but those a fault raises and let_through
-    (signal numbers); returns the mask to give restore_signals(), or None if it could not.
-    A held-back signal is delivered when the mask is restored: a SIGTERM still ends the
-    process, just after what it was held back for."""
+_to_hold = {}   # let_through -> the signals to hold back (made in the parent, used in children)
+
+
+def signals_to_hold(let_through=()):
+    """Every signal that can be blocked but those a fault raises and let_through (signal
+    numbers), or None where this Python cannot tell."""
+    if let_through not in _to_hold:
+        import _signal
+        try:
+            keep = {getattr(_signal, name) for name in _FAULTS if hasattr(_signal, name)} | set(let_through)
+            _to_hold[let_through] = frozenset(_signal.valid_signals() - keep)
+        except (AttributeError, OSError, ValueError):
+            _to_hold[let_through] = None
+    return _to_hold[let_through]
+
+
+def hold_signals(signals=None):
+    """Hold back `signals` (default: signals_to_hold()); returns the mask to give
+    restore_signals(), or None if it could not. A held-back signal is delivered when the mask
+    is restored: a SIGTERM still ends the process, just after what it was held back for."""
+    if signals is None:
+        signals = signals_to_hold()
+    if not signals:
+        return None
     import _signal
     try:
-        keep = {getattr(_signal, name) for name in _FAULTS if hasattr(_signal, name)} | set(let_through)
-        return _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals() - keep)
+        return _signal.pthread_sigmask(_signal.SIG_BLOCK, signals)
     except (AttributeError, OSError, ValueError):
         return None
 
