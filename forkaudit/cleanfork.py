@@ -93,6 +93,7 @@ def child_audit(snap):
     """In the child, after every at-fork handler: (record maker, JSON line or None, summary) of a
     fork proven clean, or None. The record maker builds the record (a dict) when asked for;
     the summary has the record's verdict (what the watchdog reads), not its threads."""
+    global PROVEN
     proof = snap.clean
     if proof is None:
         return None
@@ -104,7 +105,6 @@ def child_audit(snap):
     python_tids = {t.native_id for t in snap.others}
     kernel_only = [event_mod.kernel_thread(tid, comm) for tid, comm, _futex in native.vanished()
                    if tid not in python_tids]
-    global PROVEN
     pylocks.clean_child()
     PROVEN += 1
     pid = os.getpid()
