@@ -4,17 +4,18 @@ about what a bare fork does, and copies few of the pages it shares with the pare
 Most forks are clean: no other thread holds a lock. The full audit proves that and writes
 a record with no hazard; on the way it reads the parent's snapshot object by object in the
 child, and every object read there has its reference count written, so its page is copied.
-The proof needs none of that. It has three parts, two of which the parent already knows at
-the fork (the GIL is held from the snapshot to the fork, so no Python state moves between):
+The proof needs none of that. Its parts are those the full audit asks, each where it is
+known best:
 
-  parent: no other thread's frames hold a lock, none is importing a module
-          (pylocks.stacks_hold_locks, pylocks.imports_by_others), and Python knows every
+  parent: no other thread's frames hold a lock (pylocks.stacks_hold_locks, from the
+          snapshot's stacks, which the full audit reads too), and Python knows every
           thread's native id (the child would otherwise name it from the kernel's list);
-  child:  the C scan found no glibc lock of a vanished thread (no hit), and its discovery
-          found no Python lock object held now that is not the forking thread's own or
-          private (pylocks.discovery_finds_locks), exactly as the full audit asks.
+  child:  the C scan found no glibc lock of a vanished thread (no hit), its discovery found
+          no Python lock object held now that is not the forking thread's own or private
+          (pylocks.discovery_finds_locks), and no other thread was importing a module at
+          the fork (pylocks.imports_by_others: the table as the child inherited it).
 
-Where all three hold, the full audit would find nothing and walk nothing: its record is
+Where all hold, the full audit would find nothing and walk nothing: its record is
 built here from the same parts (event.child_record). When a record is to be written, the
 parent renders it as JSON text before the fork, all but the child's pid, its scan, the
 threads only the kernel knew and the time, which the child puts in: the child writes its
@@ -60,7 +61,7 @@ def parent_proof(snap):
     if not snap.c_level:
         return None   # no C scan in the child: nothing to prove a clean fork with
     locks = snap.pylocks
-    if pylocks.stacks_hold_locks(locks) or pylocks.imports_by_others(locks):
+    if pylocks.stacks_hold_locks(locks):
         return None
     if any(t.native_id is None for t in snap.others):
         return None
@@ -100,7 +101,7 @@ def child_audit(snap):
     stats = native.stats()
     if stats is None or stats["hits"] or stats["overflow"]:
         return None
-    if pylocks.discovery_finds_locks(snap.pylocks, proof.exempt, stats):
+    if pylocks.discovery_finds_locks(snap.pylocks, proof.exempt, stats) or pylocks.imports_by_others(snap.pylocks):
         return None
     python_tids = {t.native_id for t in snap.others}
     kernel_only = [event_mod.kernel_thread(tid, comm) for tid, comm, _futex in native.vanished()

@@ -76,9 +76,10 @@ def take_snapshot(settings):
     snap.execs = False   # (a fork that execs gets hooks._ExecFork instead)
     snap.mp = any(_calls_record(f, MP_LAUNCH) for f in forking.stack)
     snap.forking, snap.others = forking, others
-    # from the last capture to the fork, the GIL is never released (no file is read: a source
-    # still not read after the rounds above is not read now), so that the stacks and the locks
-    # their frames hold are those at the fork
+    # from the last capture on, no file is read (a source still not read after the rounds
+    # above is not read now): reading one releases the GIL, and the stacks and the locks their
+    # frames hold would be from two moments. (The interpreter's own switch, every
+    # sys.getswitchinterval(), can still hand the GIL to a busy thread for a moment.)
     heldby.cached_only = True
     try:
         snap.pylocks = pylocks.capture(forking, others)
