@@ -1927,7 +1927,10 @@ static void watch_look(struct wd_slot *s) {
     s->last_nr = lk.nr;
     s->last_arg = lk.arg0;
     event_wait = waits_for_event(lk.nr) && lk.state != 'R';
-    if (!s->reported && (stage < FA_WD_STAGE_PY || (s->looks >= 3 && same))) {
+    /* reported only when seen in the same wait at two looks in a row (a child that is running,
+     * slow in a C handler that works or on a loaded machine, is not stuck): before its Python
+     * hooks from the second look, inside them from the third (its own watchdog had two ticks) */
+    if (!s->reported && same && s->looks >= (stage < FA_WD_STAGE_PY ? 2 : 3)) {
         look_lock(s->pid, &lk);
         load_maps();
         look_frames(s->pid, &lk);
