@@ -87,7 +87,7 @@ def build_child(snap):
         hazards, reinit = clocks.entries(owners, Maps.read)  # maps read only if the scan hit
     blocked_on = {tid: futex for tid, _comm, futex in vanished}  # futex 0: not asleep in futex(2)
     py_hazards, py_reinit = pylocks.audit_child(snap.pylocks, blocked_on)
-    judged = reach.annotate(py_hazards + hazards, threads, exits=not snap.mp)  # sorted by reach
+    judged = reach.annotate(py_hazards + hazards, threads, exits=snap.exits)  # sorted by reach
     scan = scan_report(native.stats()) if snap.c_level else None
     return child_record(snap, os.getpid(), scan, snap.forking.as_report(), threads,
                         [h for h in judged if h.get("reach") != "unreachable"], py_reinit + reinit,

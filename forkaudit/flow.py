@@ -34,7 +34,7 @@ _told_no_c_level = False
 class Snapshot:
     """What the parent knew at the fork; read by the child."""
 
-    __slots__ = ("settings", "tid", "execs", "mp", "forking", "others", "pylocks", "time",
+    __slots__ = ("settings", "tid", "execs", "mp", "exits", "forking", "others", "pylocks", "time",
                  "parent_pid", "c_level", "clean")
 
 
@@ -74,6 +74,7 @@ def take_snapshot(settings):
     snap = Snapshot()
     snap.settings = settings
     snap.execs = False   # (a fork that execs gets hooks._ExecFork instead)
+    snap.exits = True    # the child ends through Python's exit (before_fork looks at the caller)
     snap.mp = any(_calls_record(f, MP_LAUNCH) for f in forking.stack)
     snap.forking, snap.others = forking, others
     # from the last capture on, no file is read (a source still not read after the rounds
@@ -95,14 +96,24 @@ def take_snapshot(settings):
     return snap
 
 
+def _ends_with_os_exit(caller):
+    """Does the code that called fork end its child with os._exit() (multiprocessing's and
+    billiard's launchers, the usual `if pid == 0: ...; os._exit(0)`)? Then the child runs no
+    atexit handler: logging.shutdown() does not flush the handlers it inherited."""
+    return caller is not None and "_exit" in caller.f_code.co_names
+
+
 def _calls_record(frame, where):
     return frame["function"] == where[1] and (frame["file"] or "").replace("\\", "/").endswith(where[0])
 
 
-def before_fork(settings, tid):
-    """The parent's before-fork step for thread `tid` (kernel id): a Snapshot."""
+def before_fork(settings, tid, caller=None):
+    """The parent's before-fork step for thread `tid` (kernel id): a Snapshot.
+
+    caller: the frame that called fork, if known."""
     snap = take_snapshot(settings)
     snap.tid = tid
+    snap.exits = not snap.mp and not _ends_with_os_exit(caller)
     if snap.c_level and not native.arm(tid, settings.scan, pylocks.threads_to_probe(snap.pylocks)):
         snap.c_level = False  # every arming slot is taken (that many concurrent forks)
     try:

@@ -175,7 +175,7 @@ def _before():
         flow = _load_flow()
         if _tail_stale:
             _register_tail()
-        snap = flow.before_fork(settings, get_native_id())
+        snap = flow.before_fork(settings, get_native_id(), sys._getframe(1))
         _pending.setdefault(me, []).append(snap)
     except Exception as e:  # noqa: BLE001 - a hook must never break fork
         _fail("the before-fork snapshot", e)

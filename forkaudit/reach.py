@@ -10,7 +10,8 @@ Levels, most likely to hang the child first (LEVELS):
   "exit"       the internal lock of a logging handler's stream (python_internal), of a
                handler no logger leads to: logging.shutdown(), which Python runs at a normal
                exit, flushes every handler, so the child blocks when it exits that way (not
-               with os._exit(), as multiprocessing's children do: theirs stay "internal")
+               when the code that forked it ends it with os._exit(), as multiprocessing's and
+               billiard's launchers do: theirs stay "internal")
   "c-library"  a C lock in a named library's data/bss: the child blocks when it calls
                into that library
   "c-heap"     a C lock in heap or anonymous memory (a library's object: a connection, a pool)
