@@ -57,6 +57,16 @@ threading.Thread(target=holder, name="lock-holder", daemon=True).start()
 held.wait(10)
 '''
 
+# Under FORK_TOO, the program forks once itself with the lock held (the controls), then lets go.
+OWN_FORK_TOO = r'''
+if FORK_TOO:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+release.set()
+'''
+
 # The main thread runs subprocesses whose preexec_fn proves it ran (it writes to a pipe),
 # then, under FORK_TOO, forks once itself.
 EXEC_FORKS = LOCK_HELD + r'''
@@ -76,13 +86,7 @@ while True:
         break
     ran += chunk
 print("preexec_ran", len(ran))
-if FORK_TOO:
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-release.set()
-'''
+''' + OWN_FORK_TOO
 
 
 @pytest.mark.parametrize("fork_too", [False, True], ids=["subprocess-only", "control-with-os.fork"])
@@ -106,13 +110,7 @@ import pty
 statuses = [pty.spawn([sys.executable, "-c", "print('from the child')"]) for _ in range(5)]
 sys.stdout.flush()
 print("statuses", statuses)
-if FORK_TOO:
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-release.set()
-'''
+''' + OWN_FORK_TOO
 
 
 @pytest.mark.parametrize("fork_too", [False, True], ids=["pty.spawn-only", "control-with-os.fork"])
