@@ -103,9 +103,7 @@ def child_audit(snap):
         return None
     if pylocks.discovery_finds_locks(snap.pylocks, proof.exempt, stats) or pylocks.imports_by_others(snap.pylocks):
         return None
-    python_tids = {t.native_id for t in snap.others}
-    kernel_only = [event_mod.kernel_thread(tid, comm) for tid, comm, _futex in native.vanished()
-                   if tid not in python_tids]
+    kernel_only = event_mod.kernel_threads(native.vanished(), {t.native_id for t in snap.others})
     pylocks.clean_child()
     PROVEN += 1
     pid = os.getpid()

@@ -103,19 +103,18 @@ def thread_reports(others, vanished):
     comms = {tid: comm for tid, comm, _futex in vanished}
     for t in resolve_native_ids(others, comms):
         t.name = t.name or comms[t.native_id] or None   # (a thread with no threading name)
-    threads = [t.as_report() for t in others]
     owners = {t.native_id: (t.name, t.stack) for t in others if t.native_id is not None}
-    for tid, comm, _futex in vanished:
-        if tid not in owners:
-            owners[tid] = (comm or None, [])
-            threads.append(kernel_thread(tid, comm))
-    return threads, owners
+    kernel = kernel_threads(vanished, owners)
+    owners.update((k["native_id"], (k["name"], [])) for k in kernel)
+    return [t.as_report() for t in others] + kernel, owners
 
 
-def kernel_thread(tid, comm):
-    """A "threads" entry of a thread only the kernel knew (no Python frames)."""
-    return {"native_id": tid, "ident": None, "name": comm or None, "daemon": None,
-            "python": False, "stack": []}
+def kernel_threads(vanished, python_tids):
+    """The "threads" entries of the threads only the kernel knew (no Python frames): those of
+    vanished (native.vanished()) whose id is not in python_tids."""
+    return [{"native_id": tid, "ident": None, "name": comm or None, "daemon": None,
+             "python": False, "stack": []}
+            for tid, comm, _futex in vanished if tid not in python_tids]
 
 
 def child_record(snap, pid, scan, forking_thread, threads, hazards, reinit, unreachable):

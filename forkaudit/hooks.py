@@ -169,13 +169,14 @@ def _before():
     gc.disable()
     _busy.add(me)
     try:
-        if _execs(sys._getframe(1)):   # the frame that called fork (the at-fork runner is C)
+        caller = sys._getframe(1)   # the frame that called fork (the at-fork runner is C)
+        if _execs(caller):
             _pending.setdefault(me, []).append(_ExecFork(get_native_id()))
             return
         flow = _load_flow()
         if _tail_stale:
             _register_tail()
-        snap = flow.before_fork(settings, get_native_id(), sys._getframe(1))
+        snap = flow.before_fork(settings, get_native_id(), caller)
         _pending.setdefault(me, []).append(snap)
     except Exception as e:  # noqa: BLE001 - a hook must never break fork
         _fail("the before-fork snapshot", e)

@@ -332,19 +332,23 @@ def _paths_through_globals(locks):
     hashed or called. (Not gc.get_referrers: a dict of atomic values is not tracked by the
     collector, and on 3.9-3.11 neither is a lock, so such a dict holding one is invisible.)"""
     found = {}
+
+    def wanted(obj):
+        return id(obj) in locks and locks[id(obj)] is obj and id(obj) not in found
+
     for name, module in naming.module_roots():
         for key, value in list(dict.items(safeattr.module_dict(module))):
             if type(key) is not str:
                 continue
-            if id(value) in locks and locks[id(value)] is value:
-                found.setdefault(id(value), ("%s.%s" % (name, key), module))
+            if wanted(value):
+                found[id(value)] = ("%s.%s" % (name, key), module)
             elif type(value) is dict:
                 for k, v in dict.items(value):
-                    if id(v) in locks and locks[id(v)] is v and id(v) not in found:
+                    if wanted(v):
                         found[id(v)] = ("%s.%s%s" % (name, key, naming.key_text(k)), value)
             elif type(value) in (list, tuple):
                 for i, v in enumerate(value):
-                    if id(v) in locks and locks[id(v)] is v and id(v) not in found:
+                    if wanted(v):
                         found[id(v)] = ("%s.%s[%d]" % (name, key, i), value)
             if len(found) == len(locks):
                 return found
