@@ -215,10 +215,22 @@ def test_no_finalizer_runs_inside_a_fork_hook(run_python, tmp_path):
 # The child below gets SIGTERM from itself half-way through writing its record: held back,
 # the signal ends it right after the whole record.
 
-TERMINATED_MID_RECORD = r"""
+# A program with an idle thread (so that the scan runs) and a fork whose child exits at once,
+# returning the signal that ended the child (0: none)
+TERMINATED_PRELUDE = r"""
 import json, os, signal, sys, threading
 stop = threading.Event()
 threading.Thread(target=stop.wait, daemon=True).start()
+
+def fork():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status)
+"""
+
+TERMINATED_MID_RECORD = TERMINATED_PRELUDE + r"""
 real_write = os.write
 
 def write_in_two_halves(fd, data):
@@ -233,21 +245,23 @@ os.write = write_in_two_halves
 statuses = []
 for tear in ("1", "0"):                    # the second child is not killed: its record follows
     os.environ["TEAR"] = tear
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    statuses.append(os.WIFSIGNALED(status) and os.WTERMSIG(status))
+    statuses.append(fork())
 os.environ["TEAR"] = "0"
 print(json.dumps({"killed": statuses}))
 """
 
 
-def test_a_child_terminated_while_writing_its_record_leaves_it_whole(run_python, tmp_path):
-    quiet = {"PYTHONWARNINGS": "ignore::DeprecationWarning"}
+def run_terminated(run_python, tmp_path, program):
+    """(result, report path) of program, audited under record."""
     report = tmp_path / "report.jsonl"
-    result = run_python(TERMINATED_MID_RECORD, env=dict(quiet, FORKAUDIT="record", FORKAUDIT_JSON=str(report)))
+    result = run_python(program, env={"PYTHONWARNINGS": "ignore::DeprecationWarning", "FORKAUDIT": "record",
+                                      "FORKAUDIT_JSON": str(report)})
     assert result.returncode == 0, result
+    return result, report
+
+
+def test_a_child_terminated_while_writing_its_record_leaves_it_whole(run_python, tmp_path):
+    result, report = run_terminated(run_python, tmp_path, TERMINATED_MID_RECORD)
     # the first child did die of its SIGTERM (after its write); the second exited normally
     assert json.loads(result.stdout) == {"killed": [15, 0]}, result
     # every line parses (run_python reads them all), and both children's records are whole
@@ -259,18 +273,7 @@ def test_a_child_terminated_while_writing_its_record_leaves_it_whole(run_python,
 # after it forked its workers). Once begun, the audit ends with its record; the signal, held
 # back until then, still ends the child. The SIGTERM comes from the child itself, from the
 # first thing both ways through the audit ask (the scan's figures).
-TERMINATED_IN_AUDIT = r"""
-import json, os, signal, sys, threading
-stop = threading.Event()
-threading.Thread(target=stop.wait, daemon=True).start()
-
-def fork():
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFSIGNALED(status) and os.WTERMSIG(status)
-
+TERMINATED_IN_AUDIT = TERMINATED_PRELUDE + r"""
 fork()                                     # loads forkaudit's flow
 import forkaudit.native
 real_stats = forkaudit.native.stats
@@ -290,10 +293,7 @@ print(json.dumps({"killed": statuses}))
 
 
 def test_a_child_terminated_as_its_audit_begins_still_writes_its_record(run_python, tmp_path):
-    quiet = {"PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    report = tmp_path / "report.jsonl"
-    result = run_python(TERMINATED_IN_AUDIT, env=dict(quiet, FORKAUDIT="record", FORKAUDIT_JSON=str(report)))
-    assert result.returncode == 0, result
+    result, _report = run_terminated(run_python, tmp_path, TERMINATED_IN_AUDIT)
     # the first measured child did die of its SIGTERM (after its record); the second exited
     assert json.loads(result.stdout)["killed"] == [15, 0], result
     assert len(child_records(result.records)) == 3, result    # the warm-up's, and both of theirs
