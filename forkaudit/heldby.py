@@ -23,7 +23,7 @@ from .locktypes import underlying
 # 0.6 us, several times a frame, every fork). Each cache entry keeps its code object alive,
 # so the id stays that object's.
 WAIT_CODE_IDS = {id(threading.Condition.wait.__code__), id(threading.Condition.wait_for.__code__)}
-_trees = {}     # filename -> ast.Module or None
+_sources = {}   # filename -> its source lines (linecache's list), or [] if it has none: read once
 _regions = {}   # id(code) -> (code, Regions or None)
 _held = {}      # (id(code), line, inside __exit__) -> held_expressions' answer (its code pinned by _regions)
 _MISSING = safeattr.MISSING
@@ -54,19 +54,91 @@ def _lines(filename):
     return linecache.getlines(filename)
 
 
-def _tree(filename):
-    if filename not in _trees:
+def _source(filename):
+    """The lines of a file, read at most once; under cached_only, None if not read yet."""
+    lines = _sources.get(filename)
+    if lines is None:
         if cached_only:
             return None   # not read yet: this frame's locks are not known from its source
-        tree = None
-        lines = _lines(filename)
-        if lines:
-            try:
-                tree = ast.parse("".join(lines), filename)
-            except (SyntaxError, ValueError, MemoryError):
-                tree = None
-        _trees[filename] = tree
-    return _trees[filename]
+        lines = _sources[filename] = _lines(filename)
+    return lines
+
+
+def _parse(text, filename):
+    try:
+        return ast.parse(text, filename)
+    except (SyntaxError, ValueError, MemoryError):
+        return None
+
+
+def _code_lines(code):
+    """The line numbers a code object's instructions come from, nested code objects' too."""
+    out = []
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        if hasattr(c, "co_lines"):
+            out.extend(line for _, _, line in c.co_lines() if line is not None)
+        else:   # 3.9: co_lnotab, pairs of (offset, line) increments, the line's signed
+            line = c.co_firstlineno
+            out.append(line)
+            table = c.co_lnotab
+            for k in range(1, len(table), 2):
+                step = table[k]
+                line += step - 256 if step >= 128 else step
+                out.append(line)
+        stack.extend(k for k in c.co_consts if type(k) is types.CodeType)
+    return out
+
+
+def _indent(line):
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _function_text(lines, code):
+    """The source of code's function alone, at its own line numbers in the file (blank lines
+    before it, and an 'if 1:' line for one that is indented), or None.
+
+    It ends past its last instruction's line, at the first line that is indented no deeper
+    than its first one (a decorator or its def): the rest of its last statement is there."""
+    first = code.co_firstlineno
+    if not 1 <= first <= len(lines):
+        return None
+    last = max([first] + _code_lines(code))
+    depth = _indent(lines[first - 1])
+    while last < len(lines):
+        line = lines[last]   # (the line after `last`: lines[] counts from 0)
+        if line.strip() and not line.lstrip().startswith("#") and _indent(line) <= depth:
+            break
+        last += 1
+    body = "".join(lines[first - 1:last])
+    if not body.endswith("\n"):
+        body += "\n"
+    if depth == 0:
+        return "\n" * (first - 1) + body
+    if first < 2:
+        return None
+    return "\n" * (first - 2) + "if 1:\n" + body
+
+
+def _function_node(code):
+    """The ast of code's function, parsed from its own lines (a whole file's tree costs about
+    twenty times the memory of one function's, and its pages stay dirty after it is freed: a
+    fork copies them, the scan reads them), or from the whole file where those do not parse
+    (the function's last statement goes on in a line indented less than its def). A module's
+    code is its whole file."""
+    if code.co_name.startswith("<") and code.co_name != "<module>":
+        return None   # a lambda's or a comprehension's: no def to find (no with statement)
+    lines = _source(code.co_filename)
+    if not lines:
+        return None
+    if code.co_name == "<module>":
+        return _parse("".join(lines), code.co_filename)
+    text = _function_text(lines, code)
+    tree = _parse(text, code.co_filename) if text is not None else None
+    if tree is None:
+        tree = _parse("".join(lines), code.co_filename)
+    return _find_function(tree, code) if tree is not None else None   # (None: a class body's)
 
 
 def _with_opcodes():
@@ -111,15 +183,13 @@ def prefetch(thread_infos):
         for frame in info.frames or ():
             code = frame.f_code
             name = code.co_filename
-            if name not in _trees and may_hold(code):
-                _tree(name)
+            if name not in _sources and may_hold(code):
+                _source(name)
                 loaded = True
     return loaded
 
 
-def _function_node(tree, code):
-    if code.co_name == "<module>":
-        return tree
+def _find_function(tree, code):
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == code.co_name:
             first = min([node.lineno] + [d.lineno for d in node.decorator_list])
@@ -148,8 +218,7 @@ def regions(code):
     if entry is not None and entry[0] is code:
         return entry[1]
     result = None
-    tree = _tree(code.co_filename) if may_hold(code) else None
-    fn = _function_node(tree, code) if tree is not None else None
+    fn = _function_node(code) if may_hold(code) else None
     if fn is not None:
         result = Regions()
         for node in _own_nodes(fn):
@@ -349,8 +418,7 @@ def _class_function(obj, name):
 
 def _yield_holders(code):
     """The with-expressions of a generator function whose body holds a yield."""
-    tree = _tree(code.co_filename) if may_hold(code) else None
-    fn = _function_node(tree, code) if tree is not None else None
+    fn = _function_node(code) if may_hold(code) else None
     if fn is None:
         return []
     out = []

@@ -449,8 +449,8 @@ pid = os.fork()
 if pid == 0:
     os._exit(0)
 os.waitpid(pid, 0)
-trees = sys.modules["forkaudit.heldby"]._trees
-print("parsed", sorted(os.path.basename(name) for name in trees if name.endswith(("plain.py", "guarded.py"))))
+read = sys.modules["forkaudit.heldby"]._sources
+print("parsed", sorted(os.path.basename(name) for name in read if name.endswith(("plain.py", "guarded.py"))))
 sys.stdout.flush()
 os._exit(0)
 '''
@@ -483,6 +483,115 @@ def test_may_hold_reads_with_statements_and_acquire_calls_off_the_code():
         return lock.locked()
 
     assert [may_hold(f.__code__) for f in (with_block, async_with, acquire, nothing)] == [True, True, True, False]
+
+
+# A function's locks are read from its own lines: a whole file's tree costs about twenty times
+# one function's memory, and those pages stay dirty once freed (every later fork copies their
+# page-table entries, every child's scan reads them). The function's tree must be the one the
+# whole file gives, line numbers and all; where its lines alone do not parse (a continuation
+# line indented less than its def), the whole file is parsed instead.
+TRICKY = """import threading
+L = threading.Lock()
+def at_line_three(a):
+    with L:
+        x = (1,
+2)
+        return x
+
+
+class K:
+    \"\"\"A docstring
+with a line at column 0.\"\"\"
+    @staticmethod
+    def decorated(a,
+                  b):
+        with L:
+            pass
+
+    def dedented_continuation(self):
+        with L:
+            return max(1, 2
+)
+
+    def nested(self):
+        def inner():
+            with L:
+                L.acquire()
+        return inner
+def last(): return L.acquire()"""
+
+
+def _function_codes(code):
+    for const in code.co_consts:
+        if type(const) is type(code):
+            if not const.co_name.startswith("<"):
+                yield const
+            yield from _function_codes(const)
+
+
+@pytest.mark.parametrize("module", ["threading", "queue", "logging", "concurrent.futures.thread", "tricky"])
+def test_a_functions_tree_is_the_one_its_whole_file_gives(module, tmp_path, monkeypatch):
+    import importlib
+    import linecache
+    from forkaudit import heldby
+    if module == "tricky":
+        path = tmp_path / "tricky.py"
+        path.write_text(TRICKY)
+        filename, text = str(path), path.read_text()
+    else:
+        filename = importlib.import_module(module).__file__
+        text = "".join(linecache.getlines(filename))
+    whole = ast.parse(text, filename)
+    parsed = []
+    real_parse = heldby._parse
+    monkeypatch.setattr(heldby, "_parse", lambda t, f: parsed.append(len(t.strip())) or real_parse(t, f))
+    codes = list(_function_codes(compile(text, filename, "exec")))
+    assert len(codes) >= 6, codes
+    found = 0
+    for code in codes:
+        got = heldby._function_node(code)
+        want = heldby._find_function(whole, code)   # (None for a class body's code)
+        found += want is not None
+        assert (got is None) == (want is None), code
+        if want is not None:
+            assert ast.dump(got, include_attributes=True) == ast.dump(want, include_attributes=True), code
+    assert found >= 6, found
+    full = len(text.strip())
+    wholes = sum(1 for n in parsed if n == full)
+    # one function needs the whole file here (dedented_continuation); every other is parsed alone
+    assert wholes == (1 if module == "tricky" else 0), (wholes, len(parsed))
+
+
+def test_a_fork_parses_no_whole_file_for_a_threads_function(run_python, tmp_path):
+    """Control of the memory claim in the program's own terms: threads parked in threading's
+    Condition.wait get their lock facts from threading.py's functions, not its whole tree."""
+    result = run_python(PARSE_SIZES, env=env_for(tmp_path), timeout=120)
+    assert result.returncode == 0, result
+    sizes, whole = result_line(result, "sizes")
+    assert sizes and max(sizes) < whole / 10, (sizes, whole)
+    [child] = result.children
+    assert child["hazards"] == [], child
+
+
+PARSE_SIZES = r'''
+import os, sys, threading, linecache
+import forkaudit.flow
+from forkaudit import heldby
+sizes = []
+real = heldby._parse
+heldby._parse = lambda text, name: (sizes.append(len(text.strip())) if name == threading.__file__ else None) or real(text, name)
+done = threading.Event()
+ts = [threading.Thread(target=done.wait, daemon=True) for _ in range(3)]
+for t in ts:
+    t.start()
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print("sizes", (sizes, len("".join(linecache.getlines(threading.__file__)).strip())))
+sys.stdout.flush()
+done.set()
+'''
 
 
 # ---- a child that execs next arms no timer of its own -----------------------------------------
