@@ -77,6 +77,13 @@ int wait_on_cond(int ready, int release) {
     return 0;
 }
 
+/* returns once wait_on_cond's thread is inside pthread_cond_wait: it holds the mutex until
+ * then (its ready byte is written before the wait), and the wait releases it */
+int cond_mutex_free(void) {
+    pthread_mutex_lock(&tl_cond_mutex);
+    return pthread_mutex_unlock(&tl_cond_mutex);
+}
+
 int lock_here(void) { return pthread_mutex_lock(&tl_normal); }
 int unlock_here(void) { return pthread_mutex_unlock(&tl_normal); }
 
@@ -115,6 +122,8 @@ for spec in holders:
     t = threading.Thread(target=getattr(lib, func), args=(ready_w, release_r), name=name, daemon=True)
     t.start()
     assert os.read(ready_r, 1)
+    if func == "wait_on_cond":
+        assert lib.cond_mutex_free() == 0   # (its ready byte comes before its wait)
     releases.append(release_w)
 extra = sys.argv[4] if len(sys.argv) > 4 else ""
 if extra == "c-thread":
