@@ -34,6 +34,7 @@ _PID = "\0forkaudit:pid\0"
 _TIME = "\0forkaudit:time\0"
 _SCAN = "\0forkaudit:scan\0"
 _KERNEL = "\0forkaudit:kernel-threads\0"
+_AS_JSON = {}   # each placeholder as the rendered text has it: made in the parent, read in a child
 
 # The parent's renderings, by what they are made of: forks from the same place, with the
 # other threads parked where they were, render the same text (bounded: a few kept)
@@ -84,6 +85,8 @@ def _template(snap):
                                         [t.as_report() for t in snap.others] + [_KERNEL], [], [], [])
         record["time"] = _TIME
         text = sink.json_text(record)
+        if not _AS_JSON:
+            _AS_JSON.update((p, sink.json_text(p)) for p in (_PID, _TIME, _SCAN, _KERNEL))
         if len(_rendered) >= _RENDERED_MAX:
             _rendered.clear()
         _rendered[key] = text
@@ -114,10 +117,11 @@ def child_audit(snap):
     line = None
     if proof.template is not None:
         kernel = ",".join(sink.json_text(t) for t in kernel_only)
-        placeholder = sink.json_text(_KERNEL)
-        text = proof.template.replace(sink.json_text(_PID), str(pid), 1)
-        text = text.replace(sink.json_text(_TIME), sink.json_text(event_mod.now_iso(snap.time)), 1)
-        text = text.replace(sink.json_text(_SCAN), sink.json_text(scan), 1)
+        placeholder = _AS_JSON[_KERNEL]
+        text = proof.template.replace(_AS_JSON[_PID], str(pid), 1)
+        # (the time is digits, '-', ':', 'T', '.' and 'Z': JSON's quotes are all it needs)
+        text = text.replace(_AS_JSON[_TIME], '"%s"' % event_mod.now_iso(snap.time), 1)
+        text = text.replace(_AS_JSON[_SCAN], sink.json_text(scan), 1)
         if kernel:
             text = text.replace(placeholder, kernel, 1)
         elif "," + placeholder in text:

@@ -15,6 +15,8 @@ skip), never left as half a line the next record would be glued to. When a
 record is lost, one line says so, once for the whole process tree that shares
 the report (a shared page remembers that it was said), not once per fork.
 """
+import _signal   # (in sys.modules from the interpreter's start: an import statement in a function
+#                  costs a child a few pages written)
 import errno
 import fcntl
 import mmap
@@ -143,7 +145,7 @@ def _lost(path, why):
     say("cannot append to the report %s: %s; records are being lost" % (shown_path(path), why))
 
 
-def _append_line(fd, line, size):
+def _append_line(fd, line, size, signals_held=False):
     """Append `line` (ending in a newline, none inside) with one write: whole or absent.
 
     Returns None, or why the record is lost."""
@@ -152,7 +154,7 @@ def _append_line(fd, line, size):
         # writing would be short (a torn record), or past the limit SIGXFSZ: do not start
         return "the file size limit (RLIMIT_FSIZE, %d bytes) is reached" % limit
     try:
-        n = _write_unkilled(fd, line)
+        n = os.write(fd, line) if signals_held else _write_unkilled(fd, line)
     except OSError as e:
         return e.strerror or str(e)
     if n == len(line):
@@ -182,7 +184,6 @@ def signals_to_hold(let_through=()):
     """Every signal that can be blocked but those a fault raises and let_through (signal
     numbers), or None where this Python cannot tell."""
     if let_through not in _to_hold:
-        import _signal
         try:
             keep = {getattr(_signal, name) for name in _FAULTS if hasattr(_signal, name)} | set(let_through)
             _to_hold[let_through] = frozenset(_signal.valid_signals() - keep)
@@ -199,7 +200,6 @@ def hold_signals(signals=None):
         signals = signals_to_hold()
     if not signals:
         return None
-    import _signal
     try:
         return _signal.pthread_sigmask(_signal.SIG_BLOCK, signals)
     except (AttributeError, OSError, ValueError):
@@ -208,7 +208,6 @@ def hold_signals(signals=None):
 
 def restore_signals(old):
     if old is not None:
-        import _signal
         _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
 
 
@@ -241,17 +240,18 @@ def append_json(path, record):
     return append_line(path, record_line(record))
 
 
-def append_line(path, line):
+def append_line(path, line, signals_held=False):
     """Append one record's line (bytes, ending in its only newline). Never raises for I/O: a
     record that cannot be written whole is absent, and one line per process tree says records
-    are being lost. Returns True when the record was written."""
+    are being lost. Returns True when the record was written. signals_held: the caller holds
+    back every signal hold_signals() would (a child's audit does), so the write need not."""
     try:
         fd, size = open_report(path)
     except ReportPathError as e:
         _lost(path, str(e))
         return False
     try:
-        why = _append_line(fd, line, size)
+        why = _append_line(fd, line, size, signals_held)
     finally:
         closed = _close(fd)
     why = why or closed
