@@ -16,6 +16,7 @@ import sys
 import threading
 
 from . import native
+from .settings import testonly_mortal
 
 LOCK_POINTER_OFFSET = 16  # after PyObject_HEAD (ob_refcnt, ob_type)
 
@@ -301,3 +302,92 @@ def buffered_owner(obj):
     if not pointer or int(native.ffi.cast("uint32_t *", pointer)[0]) != 0:
         return None
     return int(native.ffi.cast("uint64_t *", id(obj) + owner_off)[0]) or None
+
+
+# ---- forkaudit's own code objects made immortal (3.12+) --------------------------------------
+# Every object Python touches has its reference count written, and in a child of a fork each
+# page so written is a copy (2.5 us here, and a page of the child's private memory). A clean
+# fork's child runs ~30 of forkaudit's functions: their function and code objects, classes and
+# module dicts are ~60 pages copied in every child, and written again in the parent at every
+# fork (a fork write-protects them). CPython 3.12+ (default builds) skips the count of an
+# immortal object: one whose count's low 32 bits are all ones (Py_INCREF leaves it, Py_DECREF
+# never frees it). forkaudit's modules live as long as the process, so their code can be made
+# immortal: only forkaudit's own objects, never the program's.
+
+IMMORTAL_LOW = 0xFFFFFFFF
+
+
+def _immortal_layout():
+    """Is the refcount's low half at the object's start, and immortal when all ones? Checked
+    on a throwaway object (which then stays, 16 bytes)."""
+    if sys.version_info < (3, 12) or sys.byteorder != "little" or "t" in getattr(sys, "abiflags", ""):
+        return False   # (older: no immortal objects; a free-threaded build: another header)
+    probe = object()
+    native.ffi.cast("uint32_t *", id(probe))[0] = IMMORTAL_LOW
+    before = sys.getrefcount(probe)
+    again = probe
+    after = sys.getrefcount(probe)
+    del again
+    return before == after
+
+
+def _own_objects(prefix, package_dir):
+    """forkaudit's modules, their dicts, classes, functions and code (constants included)."""
+    seen = {}
+    code_type = type(_own_objects.__code__)
+    function_type = type(_own_objects)
+
+    def add(obj):
+        seen.setdefault(id(obj), obj)
+
+    def add_code(code):
+        stack = [code]
+        while stack:
+            c = stack.pop()
+            if id(c) in seen:
+                continue
+            add(c)
+            for k in c.co_consts:
+                if type(k) is code_type:
+                    stack.append(k)
+                elif type(k) in (tuple, frozenset):
+                    add(k)
+
+    def add_function(fn):
+        if type(fn) is function_type and fn.__code__.co_filename.startswith(package_dir):
+            add(fn)
+            add_code(fn.__code__)
+
+    for name, module in list(dict.items(sys.modules)):
+        if not (name == prefix or name.startswith(prefix + ".")) or type(module) is not type(sys):
+            continue
+        add(module)
+        namespace = module.__dict__
+        add(namespace)
+        for value in list(dict.values(namespace)):
+            add_function(value)
+            owner = value.__dict__.get("__module__") if type(value) is type else None
+            if type(owner) is str and (owner == prefix or owner.startswith(prefix + ".")):
+                add(value)
+                for member in list(value.__dict__.values()):
+                    add_function(member)
+                    if type(member) in (staticmethod, classmethod):
+                        add_function(member.__func__)
+    return list(seen.values())
+
+
+immortal_count = 0   # how many objects immortalize_own() last made immortal (the tests read it)
+
+
+def immortalize_own(prefix, package_dir):
+    """Make forkaudit's own modules and code immortal (see above); the number made so, 0
+    where this Python has no immortal objects. Called in the parent, before a fork."""
+    global immortal_count
+    if native.ffi is None or testonly_mortal() or not _immortal_layout():
+        return 0
+    objects = _own_objects(prefix, package_dir)
+    objects += [native.ffi, native.lib]   # the shim's own: each C call reads an attribute of lib
+    for obj in objects:
+        native.ffi.cast("uint32_t *", id(obj))[0] = IMMORTAL_LOW
+    immortal_count = len(objects)
+    return immortal_count

@@ -54,6 +54,12 @@ def prepare(settings):
         import json  # noqa: F401 - each child writes its record with it: imported once, here (3 ms a child)
     watchdog.setup(settings)  # watchdog: take its signal (once)
     sink.signals_to_hold(watchdog.signals())  # the set each child's audit holds back, made once
+    # last, with every module the forks use loaded: their code is no longer written at each
+    # fork, in the parent or in a child (3.12+)
+    try:
+        cpython_layout.immortalize_own(__package__, threads.PACKAGE_DIR)
+    except Exception:  # noqa: BLE001 - a cost saving only: without it, the same audits
+        pass
     global _told_no_c_level
     if not native.available and settings.scan != "off" and not _told_no_c_level and settings.policy != "record":
         _told_no_c_level = True
@@ -173,14 +179,14 @@ def audit_child(snap):
     # right after. The watchdog's signal goes through: it reports an audit stuck on a lock.
     held = sink.hold_signals(sink.signals_to_hold(watchdog.signals()))
     try:
-        _audit_child(snap)
+        _audit_child(snap, held is not None)
     finally:
         sink.restore_signals(held)
 
 
-def _audit_child(snap):
+def _audit_child(snap, signals_held=False):
     global _last_event
-    if _clean_child(snap):
+    if _clean_child(snap, signals_held):
         return
     try:
         ev = event_mod.build_child(snap)
@@ -201,8 +207,9 @@ def _audit_child(snap):
         _fail_once("reporting", e)
 
 
-def _clean_child(snap):
-    """A fork proven clean (cleanfork): its record, and True; else False (the full audit)."""
+def _clean_child(snap, signals_held=False):
+    """A fork proven clean (cleanfork): its record, and True; else False (the full audit).
+    signals_held: audit_child holds the signals back (the watchdog's too, once it stopped)."""
     global _last_event
     if testonly_full_audit():
         return False
@@ -220,7 +227,7 @@ def _clean_child(snap):
     except Exception as e:  # noqa: BLE001
         _fail_once("the watchdog", e)
     if line is not None:
-        sink.append_line(snap.settings.json_path, line)  # never raises for I/O
+        sink.append_line(snap.settings.json_path, line, signals_held=signals_held)  # never raises for I/O
     return True
 
 

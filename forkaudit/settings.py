@@ -248,3 +248,9 @@ def testonly_full_audit():
     """FORKAUDIT_TESTONLY_FULL_AUDIT=1: every child runs the full audit, even of a fork the
     parent and the scan prove clean (cleanfork.py): for the tests that compare the two."""
     return os.environ.get("FORKAUDIT_TESTONLY_FULL_AUDIT") == "1"
+
+
+def testonly_mortal():
+    """FORKAUDIT_TESTONLY_MORTAL=1: forkaudit's own code is not made immortal (cpython_layout.
+    immortalize_own), for the tests that compare the pages a child writes with and without."""
+    return os.environ.get("FORKAUDIT_TESTONLY_MORTAL") == "1"

@@ -594,6 +594,59 @@ done.set()
 '''
 
 
+# forkaudit's own modules, classes, functions and code are made immortal at the first fork on
+# 3.12+ (cpython_layout.immortalize_own): their reference counts are no longer written at each
+# fork, so no page of them is copied into a child for that. The program's objects are left
+# alone (the control), the counts stay put through forks and collections, and
+# FORKAUDIT_TESTONLY_MORTAL=1 turns it off.
+IMMORTAL = r'''
+import gc, os, sys, threading
+def user_function():
+    pass
+class UserClass:
+    def method(self):
+        pass
+done = threading.Event()
+threading.Thread(target=done.wait, daemon=True).start()
+r, w = os.pipe()
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        from forkaudit import flow
+        os.write(w, b"%d\n" % sys.getrefcount(flow.audit_child))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_count = int(os.read(r, 64))
+    gc.collect()
+from forkaudit import cleanfork, cpython_layout, flow, hooks, threads
+own = [flow, vars(flow), flow.audit_child, flow.audit_child.__code__, flow.Snapshot, threads.ThreadInfo.__init__,
+       cleanfork.child_audit, hooks._before]
+def still(objects):
+    """Does each count stay put when one more reference is taken (an immortal object's does)?"""
+    before = [sys.getrefcount(o) for o in objects]
+    keep = list(objects)
+    return [sys.getrefcount(o) == b for o, b in zip(objects, before)]
+print("made", cpython_layout.immortal_count)
+print("own", still(own))
+print("program", still([user_function, user_function.__code__, UserClass, UserClass.method, sys.modules[__name__]]))
+print("child", child_count >= 1 << 30)
+done.set()
+'''
+
+
+@pytest.mark.parametrize("mortal", [False, True], ids=["immortal", "control-testonly-mortal"])
+def test_forkaudits_own_code_is_immortal_and_the_programs_is_not(run_python, tmp_path, mortal):
+    env = env_for(tmp_path, **({"FORKAUDIT_TESTONLY_MORTAL": "1"} if mortal else {}))
+    result = run_python(IMMORTAL, env=env, timeout=120)
+    assert result.returncode == 0, result
+    assert len(result.children) == 3, result
+    assert result_line(result, "program") == [False] * 5, result.stdout   # (the control)
+    immortal = sys.version_info >= (3, 12) and not mortal
+    assert result_line(result, "own") == [immortal] * 8, result.stdout
+    assert (result_line(result, "made") > 100) == immortal, result.stdout
+    assert result_line(result, "child") is immortal, result.stdout   # the child's audit left it as is
+
+
 # ---- a child that execs next arms no timer of its own -----------------------------------------
 # /proc/self/timers lists a process's POSIX timers: the child watchdog's is made by forkaudit's
 # first after-in-child hook. In a subprocess's preexec_fn (after every at-fork hook, just
