@@ -51,7 +51,7 @@ def prepare(settings):
         #                (cpython_layout.object_at): imported here, never in a child
     naming.SHOW_KEYS = settings.show_keys
     if settings.json_path:
-        import json  # noqa: F401 - each child writes its record with it: imported once, here (3 ms a child)
+        sink.json_text(None)  # the encoder each child writes its record with: made once, here (3 ms a child)
     watchdog.setup(settings)  # watchdog: take its signal (once)
     sink.signals_to_hold(watchdog.signals())  # the set each child's audit holds back, made once
     # last, with every module the forks use loaded: their code is no longer written at each

@@ -225,10 +225,18 @@ def _write_unkilled(fd, line):
         restore_signals(old)
 
 
+_encoder = None
+
+
 def json_text(value):
-    """value as compact JSON, as records are written (one line, no spaces)."""
-    import json  # not at start-up: only a child with a record needs it
-    return json.dumps(value, separators=(",", ":"), default=str)
+    """value as compact JSON, as records are written (one line, no spaces). One encoder, made
+    at the first use (in the parent, at its first fork with a record to write): json.dumps
+    with these options would make one per call, in Python, in every child."""
+    global _encoder
+    if _encoder is None:
+        import json  # not at start-up: only a child with a record needs it
+        _encoder = json.JSONEncoder(separators=(",", ":"), default=str)
+    return _encoder.encode(value)
 
 
 def record_line(record):
