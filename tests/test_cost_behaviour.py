@@ -308,6 +308,7 @@ fork_and_count()                      # warm-up: loads the flow
 if UNLOAD:                            # control: a module the child's audit needs is not loaded
     for name in [m for m in sys.modules if m == "json" or m.startswith("json.")]:
         del sys.modules[name]
+    sys.modules["forkaudit.sink"]._encoder = None   # (nor the encoder the parent made with it)
 parent, child, imported = fork_and_count()
 print("walks", (parent, child))
 print("imported", imported)
