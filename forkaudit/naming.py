@@ -5,7 +5,9 @@ A bounded breadth-first walk from the loggers (``logging.getLogger()``,
 (``__main__.REGISTRY_LOCK``, ``myapp.db.SERVICES['db'][1].io_lock``), through
 instance and class dicts, slots, dicts, lists, tuples and deques. It runs no
 user code: attributes are read from dicts and slot descriptors only; weak
-references, functions and frames are not followed.
+references, functions and frames are not followed. Nor is forkaudit's own state
+met on the way (its callbacks in another library's registry, the snapshot they
+keep): it leads to every held lock, but nothing the program runs goes through it.
 
 The same walk reports every lock it meets (for locks no thread's stack
 accounted for), and the Condition waiter locks it sees (never hazards).
@@ -18,6 +20,7 @@ import types
 from . import cpython_layout, safeattr
 from .safeattr import is_a
 from .locktypes import PRIMITIVES
+from .threads import PACKAGE_DIR
 
 MAX_NODES = 60000
 WALKS = 0  # walks made in this process (tests: a clean fork's child walks nothing)
@@ -40,6 +43,10 @@ _TYPE_DICT = type.__dict__["__dict__"]  # a class's own namespace, without its m
 def _type_layout(t):
     if t not in _layout:
         dict_desc, slots = None, []
+        owner = _TYPE_DICT.__get__(t).get("__module__")
+        if type(owner) is str and (owner in _SKIP_MODULES or owner.startswith(tuple(m + "." for m in _SKIP_MODULES))):
+            _layout[t] = (None, [])   # forkaudit's own objects: nothing of theirs is followed
+            return _layout[t]
         mro = safeattr.mro(t)
         for klass in mro:
             entry = _TYPE_DICT.__get__(klass).get("__dict__")
@@ -118,6 +125,8 @@ def _children(obj):
                 yield "." + name, value
         return
     if is_a(obj, types.FunctionType):
+        if obj.__code__.co_filename.startswith(PACKAGE_DIR):
+            return   # forkaudit's own (a callback it registered): its cells hold its snapshot
         # closure cells and defaults: state a function keeps (functools-style factories)
         for i, cell in enumerate(obj.__closure__ or ()):
             try:

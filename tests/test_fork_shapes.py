@@ -187,3 +187,51 @@ fork_once()                       # under the default filters
     assert audited.returncode == 0 and len(audited.children) == 2, audited
     assert audited.facts["where"] == ["snippet.py"]
     assert "is multi-threaded, use of fork() may lead to deadlocks" in audited.stderr
+
+
+# A library that replaces its lock in the child (an os.register_at_fork hook, as
+# opentelemetry's batch processors do) while its own thread holds the old one at the fork.
+# Nothing the child runs reaches the old lock: no hazard, the child's own acquire succeeds (the
+# ground truth). A multiprocessing child's audit runs from multiprocessing's after-fork
+# registry, whose frame holds forkaudit's own callback: forkaudit's own state (the snapshot the
+# callback keeps) must not count as the program's way to the lock (it made this a 'local'
+# hazard). The control: without the reset, the child is stuck on the lock, reported 'global'.
+RESETTING = '''
+import multiprocessing
+class Exporter:
+    def __init__(self):
+        self.lock = threading.Lock()
+        if RESET:
+            os.register_at_fork(after_in_child=self.reset)
+    def reset(self):
+        self.lock = threading.Lock()
+    def export(self, held, release):
+        with self.lock:
+            held.set()
+            release.wait(60)
+EXPORTER = Exporter()
+exporter, release = hold_in_thread("exporter", EXPORTER.export)
+def child():
+    os._exit(0 if EXPORTER.lock.acquire(timeout=2) else 3)
+p = multiprocessing.get_context("fork").Process(target=child)
+p.start()
+p.join()
+emit(code=p.exitcode, pid=p.pid)
+release.set()
+exporter.join()
+'''
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["lock-replaced-in-the-child", "control-not-replaced"])
+def test_a_lock_a_library_replaces_at_fork_is_no_hazard_in_a_multiprocessing_child(fa_program, reset):
+    result = fa_program("RESET = %r\n" % reset + RESETTING)
+    assert result.returncode == 0, result
+    facts = result.facts
+    [rec] = [r for r in result.children if r["pid"] == facts["pid"]]
+    mine = [h for h in rec["hazards"] if (h["owner"] or {}).get("name") == "exporter"]
+    if reset:
+        assert facts["code"] == 0, facts   # ground truth: the child takes the new lock
+        assert mine == [], mine
+    else:
+        assert facts["code"] == 3, facts   # ground truth: the child cannot take it
+        assert [(h["object"]["path"], h["reach"]) for h in mine] == [("__main__.EXPORTER.lock", "global")], mine
