@@ -48,6 +48,27 @@ def wait_or_kill(pid, seconds, before_kill=None):
 '''
 
 
+# Program text (after `import os, threading`): wait_in_write(thread) returns once the kernel
+# shows `thread` asleep in write(2), which is how a writer blocked on a full pipe is known to
+# hold its buffered file's lock (deterministic: no sleep stands for "it got there").
+IN_WRITE = r'''
+def wait_in_write(thread, seconds=10):
+    import time
+    number = {"x86_64": "1", "aarch64": "64"}[os.uname().machine]
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with open("/proc/self/task/%d/syscall" % thread.native_id) as f:
+                if f.read().split()[0] == number:
+                    return
+        except (OSError, IndexError, TypeError):   # (TypeError: no native id yet)
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("thread %s never blocked in write(2)" % thread.name)
+        threading.Event().wait(0.001)
+'''
+
+
 def snippet(body, policy="record", scan="full"):
     """A program: the prelude, forkaudit.install(...), then `body` (which forks)."""
     return "%s\nforkaudit.install(policy=%r, json_path=REPORT, scan=%r)\n%s\n" % (

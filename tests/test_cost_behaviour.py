@@ -24,6 +24,8 @@ import sys
 
 import pytest
 
+from forkcase import IN_WRITE
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forkaudit audits forks on Linux")
 
 
@@ -237,6 +239,7 @@ walk_counter = pytest.mark.xfail(not HAS_WALKS, strict=True, reason="walk gating
 # forkaudit's audit last): the difference is what the child's audit walked.
 WALK_COUNT = r'''
 import os, sys, threading
+''' + IN_WRITE + r'''
 LOCK = threading.Lock()
 stop = threading.Event()
 ready = []
@@ -262,7 +265,6 @@ def busy():
     while not stop.is_set():   # the program's own code, running: no lock held
         n += 1
 
-WRITE = {"x86_64": "1", "aarch64": "64"}[os.uname().machine]
 def writer(stream, size):
     stream.write(b"x" * (size + (1 << 17)))   # more than the pipe holds: blocks in write()
 
@@ -276,14 +278,7 @@ if WRITER:   # a thread blocked writing to a full pipe holds its BufferedWriter'
     stream = os.fdopen(pipe_w, "wb", buffering=1 << 16)
     w = threading.Thread(target=writer, args=(stream, fcntl.fcntl(pipe_w, 1032)), name="writer", daemon=True)
     w.start()
-    def in_write():
-        try:
-            with open("/proc/self/task/%d/syscall" % w.native_id) as f:
-                return f.read().split()[0] == WRITE
-        except (OSError, IndexError, TypeError):
-            return False
-    while not in_write():
-        threading.Event().wait(0.001)
+    wait_in_write(w)
 while len(ready) < expected:
     threading.Event().wait(0.001)
 

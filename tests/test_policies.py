@@ -360,6 +360,38 @@ emit(pid=pid, code=code, warnings=caught)
         assert facts["warnings"] == [], facts
 
 
+# The same shapes, forked through multiprocessing. Its child's audit runs from
+# multiprocessing's after-fork registry, whose frame holds forkaudit's own callback: forkaudit's
+# state (the snapshot that callback keeps) must not count as the child's way to the lock (it
+# made a lock replaced at fork a 'local' hazard). Ground truth: the child's own acquire.
+MP_CHILD_ACQUIRES = '''
+import multiprocessing
+def child():
+    os._exit(0 if SVC.lock.acquire(timeout=2) else 3)
+p = multiprocessing.get_context("fork").Process(target=child)
+p.start()
+p.join()
+emit(code=p.exitcode, pid=p.pid)
+busy_release.set()
+busy.join()
+'''
+
+
+@pytest.mark.parametrize("shape", ["replaced-by-hook", "global-instance"])
+def test_a_lock_replaced_at_fork_is_no_hazard_in_a_multiprocessing_child(fa_program, shape):
+    result = fa_program(WARN_SHAPES[shape] + MP_CHILD_ACQUIRES)
+    assert result.returncode == 0, result
+    facts = result.facts
+    [rec] = [r for r in result.children if r["pid"] == facts["pid"]]
+    mine = [h for h in rec["hazards"] if (h["owner"] or {}).get("name") == "busy"]
+    if shape == "replaced-by-hook":
+        assert facts["code"] == 0, facts   # ground truth: the child takes the new lock
+        assert mine == [], mine
+    else:   # the control: the lock is not replaced, and the child cannot take it
+        assert facts["code"] == 3, facts
+        assert [(h["object"]["path"], h["reach"]) for h in mine] == [("__main__.SVC.lock", "global")], mine
+
+
 def test_warn_report_counts_the_unreachable_locks_it_does_not_show(fa_program):
     result = fa_program(QUIET_PARENT + HOLD + WARN_SHAPES["local-only"].replace("busy", "quiet") + '''
 pid, code, caught = fork_noting_warnings()

@@ -18,6 +18,8 @@ import sys
 
 import pytest
 
+from forkcase import IN_WRITE
+
 pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the C scan is Linux only"),
               pytest.mark.c_level]
 
@@ -247,7 +249,7 @@ def test_buffered_file_locks_held_by_a_blocked_writer_are_found(run_python, pref
     reorder = ("TYPES = TYPES[2:] + TYPES[:2]\n"
                "native.set_pylock_types([id(t) for t in TYPES], ['buffered'] * 3 + ['lock', 'rlock'])\n"
                if order == "equality" else "")
-    r = run_python(PRELUDE + reorder + r'''
+    r = run_python(PRELUDE + reorder + IN_WRITE + r'''
 import fcntl
 full_r, full_w = os.pipe()
 spare_r, spare_w = os.pipe()
@@ -261,18 +263,7 @@ def writer():
     blocked.write(b"x" * (size + (1 << 17)))   # more than the pipe holds: blocks in write()
 writer_thread = threading.Thread(target=writer, name="writer", daemon=True)
 writer_thread.start()
-WRITE = {"x86_64": "1", "aarch64": "64"}[os.uname().machine]
-def blocked_in_write():   # the kernel says so: asleep inside write(2)
-    try:
-        with open("/proc/self/task/%d/syscall" % writer_thread.native_id) as f:
-            return f.read().split()[0] == WRITE
-    except (OSError, IndexError):
-        return False
-import time
-deadline = time.monotonic() + 10
-while not (writer_thread.native_id and blocked_in_write()):
-    assert time.monotonic() < deadline, "the writer never blocked"
-    time.sleep(0.01)
+wait_in_write(writer_thread)   # the kernel says so: asleep inside write(2)
 def names():
     return {id(blocked): "blocked", id(spare): "spare", id(taken): "taken", id(mine): "mine", id(rl): "rl"}
 def child():

@@ -1,7 +1,7 @@
 """Python-level locks: discovery, owner attribution, names and classification."""
 import pytest
 
-from forkcase import snippet
+from forkcase import IN_WRITE, snippet
 
 
 @pytest.fixture
@@ -360,7 +360,7 @@ def test_a_thread_that_moves_while_sources_are_read_is_seen_where_it_was_at_the_
 # Python runs at a normal exit, flushes it: the child hangs at sys.exit() although it never
 # logs (reach "exit", proven by the child hanging). The control writes the same pipe through a
 # plain file object no handler owns: reach "internal".
-BLOCKED_WRITER = r'''
+BLOCKED_WRITER = IN_WRITE + r'''
 import fcntl, logging
 pipe_r, pipe_w = os.pipe()
 size = fcntl.fcntl(pipe_w, 1032)                     # F_GETPIPE_SZ
@@ -373,15 +373,7 @@ else:
     write = lambda: plain.write(b"x" * (size + (1 << 17)))
 writer = threading.Thread(target=write, name="writer", daemon=True)
 writer.start()
-WRITE = {"x86_64": "1", "aarch64": "64"}[os.uname().machine]
-def in_write():
-    try:
-        with open("/proc/self/task/%d/syscall" % writer.native_id) as f:
-            return f.read().split()[0] == WRITE
-    except (OSError, IndexError, TypeError):
-        return False
-while not in_write():
-    threading.Event().wait(0.001)
+wait_in_write(writer)
 def fork_exiting_normally():
     pid = os.fork()
     if pid == 0:
