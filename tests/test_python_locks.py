@@ -465,6 +465,7 @@ def test_lock_granted_to_a_waiter_just_before_the_fork_is_the_waiters(fa_program
     # the GIL back (a long switch interval keeps it with the forking thread). LOCK.locked()
     # still says False at the fork; in the child LOCK is taken for good.
     rec, facts = one_record(fa_program, ASLEEP_ON_A_LOCK + STUCK_CHILD + '''
+from forkaudit import cpython_layout
 LOCK = threading.Lock()
 def waiter():
     with LOCK:
@@ -477,6 +478,13 @@ t = threading.Thread(target=waiter, name="waiter", daemon=True); t.start()
 wait_at(t, "waiter", "with LOCK:")
 wait_for(lambda: asleep_in_futex(t), "the thread to sleep on LOCK")
 LOCK.release()
+# until the waiter's own sem_wait has taken LOCK's semaphore (right after release() it can still
+# be 1: the waiter not yet scheduled). A spin, the GIL kept: a sleep here would let the waiter
+# take the GIL, run its `with LOCK: pass` and release LOCK before the fork
+deadline = time.monotonic() + 5
+while cpython_layout.taken(LOCK) is not True:
+    if time.monotonic() > deadline:
+        sys.exit("the kernel never handed LOCK to the waiter")
 pid, code = fork_once(child)
 emit(pid=pid, code=code, native_id=t.native_id)
 ''')
