@@ -498,10 +498,11 @@ def test_grpc_server_locks_are_not_reported_as_likely(run_python):
     assert result.returncode == 0, result
     [(codes, pids)] = [(f["codes"], f["pids"]) for f in facts(result) if "codes" in f]
     # grpc crashes a child by itself now and then: without forkaudit, a child of this program
-    # died of SIGSEGV in 1 run of 80 (the first child; gdb: a thread inside cygrpc). Every
-    # other child exits 0. (Such a child can die before its record is written: the records
-    # are told apart from the control's by pid, not by their place in the file.)
-    assert len(codes) == 8 and codes.count(0) >= 7 and set(codes) <= {0, -11}, result
+    # died of SIGSEGV in 1 run of 80 (the first child; gdb: a thread inside cygrpc), and of
+    # SIGABRT in 11 runs of 40 (grpcio 1.85, 3.12: the first child, every time). Every other
+    # child exits 0. (Such a child can die before its record is written: the records are told
+    # apart from the control's by pid, not by their place in the file.)
+    assert len(codes) == 8 and codes.count(0) >= 7 and set(codes) <= {0, -6, -11}, result
     grpc_children = [rec for rec in result.children if rec["pid"] in pids]
     assert len(grpc_children) >= codes.count(0), (codes, result.children)
     for rec in grpc_children:
