@@ -24,7 +24,7 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = "csrc"
-SOURCES = ["atfork.c", "scan.c", "validate.c", "memory.c", "layout_check.c", "watchdog.c"]
+SOURCES = ["atfork.c", "scan.c", "validate.c", "memory.c", "layout_check.c", "watchdog.c", "quiet.c"]
 
 
 def interface(header):

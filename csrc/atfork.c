@@ -3,7 +3,8 @@
  * prepare (parent, just before the fork system call): record the TID and
  *   kernel name of every other thread, from /proc/self/task.
  * child (in the child, after glibc reset its own locks): scan memory for
- *   locks those threads held (scan.c), into static storage.
+ *   locks those threads held (scan.c), into static storage; unless none of
+ *   them has run since a scan that found nothing (quiet.c).
  * parent: nothing (the Python side frees the slot).
  *
  * A fork is armed only by forkaudit's Python before-fork hook, so a fork made
@@ -157,6 +158,7 @@ static void on_prepare(void) {
     fa_g.parent_pid = (int32_t)getpid();
     memset(&fa_g.stats, 0, sizeof fa_g.stats);
     record_threads();
+    fa_quiet_prepare(armed->reuse);
 }
 
 static void on_parent(void) {
@@ -173,7 +175,7 @@ static void on_child(void) {
     for (i = 0; i < FA_MAX_ARMED; i++)
         if (fa_arm[i].tid != fa_g.forking_tid)
             fa_arm[i].tid = 0;
-    if (child_armed)
+    if (child_armed && !fa_quiet_child())
         fa_scan_run(fa_g.mode);
 }
 

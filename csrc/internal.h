@@ -29,6 +29,26 @@ struct fa_later {
     int anonymous;
 };
 
+/* A clean scan's baseline (quiet.c): each other thread's scheduler counters at a fork. */
+#define FA_QUIET_MAX 256
+struct fa_quiet_thread {
+    int32_t tid;
+    int32_t pad;
+    uint64_t runtime;  /* ns on a CPU */
+    uint64_t arrivals; /* times put on a CPU */
+};
+struct fa_quiet_base {
+    uint64_t gen;      /* 0: none */
+    int32_t pid;       /* the process whose threads these are */
+    int32_t forking;   /* its thread that forked */
+    int32_t mode;      /* FA_SCAN_* of the scan */
+    int32_t n;
+    int32_t scan_pid;  /* the child whose scan found nothing */
+    int32_t pad;
+    uint64_t bytes, bytes_total; /* what that scan read */
+    struct fa_quiet_thread t[FA_QUIET_MAX]; /* sorted by tid */
+};
+
 /* Everything the fork path writes lives in this one static struct: no
  * allocation on that path, and the scan can skip our own memory. */
 struct fa_state {
@@ -59,6 +79,11 @@ struct fa_state {
         struct { uint64_t start, end, categories; } regions[2730]; /* PAGEMAP_SCAN */
     } res;
     struct fa_later later[FA_LATER_MAX]; /* touched only as far as filled: a page a 100 mappings */
+    int quiet_reuse;                    /* this fork's child may reuse quiet_base (quiet.c) */
+    uint64_t quiet_gen;                 /* the last baseline generation this process issued */
+    uint64_t quiet_adopted;             /* the newest proposal adopted */
+    struct fa_quiet_base quiet_base;    /* the adopted baseline (parent's; a child's copy) */
+    struct fa_quiet_base quiet_try;     /* this fork's readings, a baseline if its child proves clean */
 };
 
 extern struct fa_state fa_g;
@@ -69,6 +94,10 @@ _Static_assert(offsetof(struct fa_state, io) % 8 == 0, "fa_state.io is 8-aligned
 int fa_valid_mutex(const fa_mutex_layout *m, int32_t tid, uint32_t maxusers);
 int fa_valid_rwlock(const fa_rwlock_layout *r, int32_t tid, uint32_t maxthreads);
 void fa_scan_run(int mode);
+/* quiet.c: the C prepare handler's part (allowed: the fork's slot allows reuse), and the
+ * child's (1: the baseline holds, stats say so, no scan is needed). */
+void fa_quiet_prepare(int allowed);
+int fa_quiet_child(void);
 int32_t fa_sys_gettid(void);
 /* watchdog.c's parts of the pthread_atfork handlers */
 void fa_wd_on_prepare(void);

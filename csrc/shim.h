@@ -43,6 +43,7 @@
 #define FA_NOT_RUN_NO_THREADS 2
 #define FA_NOT_RUN_LAYOUT 3
 #define FA_NOT_RUN_MAPS 4
+#define FA_NOT_RUN_REUSED 5 /* no other thread ran since a clean scan's fork: its finding stands (quiet.c) */
 
 typedef struct {
     uint64_t addr;     /* address of the lock */
@@ -80,6 +81,10 @@ typedef struct {
     uint64_t pylocks_free;   /* valid lock objects seen free (not recorded) */
     uint64_t pool_bytes;     /* pymalloc pools of blocks too small for a lock: headers read, not
                                 their blocks (fa_set_pools); not in bytes or bytes_total */
+    int32_t reused_pid;      /* FA_NOT_RUN_REUSED: the child whose scan is reused */
+    int32_t pad2;
+    uint64_t reused_bytes;   /* ... and what that scan read, of how many candidate bytes */
+    uint64_t reused_bytes_total;
 } fa_scan_stats;
 
 /* A CPython lock object found held by the scan (see fa_set_pylock_types). */
@@ -115,12 +120,21 @@ int fa_register(void);
 typedef struct {
     volatile int32_t tid;      /* the forking thread's kernel id; 0: a free slot */
     int32_t mode;              /* FA_SCAN_* */
+    int32_t reuse;             /* 1: the parent's part of a clean fork's proof holds: the child may
+                                  reuse a clean scan (fa_quiet_propose), and this fork may take the
+                                  readings of one */
     int32_t nprobe;
     int32_t probe[FA_MAX_PROBE];
 } fa_arm_slot;
 extern fa_arm_slot fa_arm[FA_MAX_ARMED];
 /* 1 in a child whose fork prepare armed (until the next fork), else 0. */
 int fa_child_armed(void);
+/* A clean scan reused (csrc/quiet.c). In a child whose fork proved clean, after its scan:
+ * offer this fork's readings of the other threads' scheduler counters to the parent as the
+ * baseline later forks compare with. 1 if offered. */
+int fa_quiet_propose(void);
+/* Test-only: how many times this process read its threads' counters for a baseline. */
+extern int fa_test_quiet_readings;
 /* Type objects whose instances can mimic a held mutex (see scan.c); set once at install. */
 void fa_set_reject(const uint64_t *reject, int nreject);
 /* The CPython lock types whose held instances the child-side scan also records, in the same

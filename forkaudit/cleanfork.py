@@ -13,7 +13,10 @@ known best:
   child:  the C scan found no glibc lock of a vanished thread (no hit), its discovery found
           no Python lock object held now that is not the forking thread's own or private
           (pylocks.discovery_finds_locks), and no other thread was importing a module at
-          the fork (pylocks.imports_by_others: the table as the child inherited it).
+          the fork (pylocks.imports_by_others: the table as the child inherited it). Where
+          no other thread has run since a fork so proven, from the same thread, the scan
+          does not run and its finding stands (csrc/quiet.c: such a fork offers the parent
+          its readings of the threads, and a later child compares them with the kernel's).
 
 Where all hold, the full audit would find nothing and walk nothing: its record is
 built here from the same parts (event.child_record). When a record is to be written, the
@@ -109,6 +112,7 @@ def child_audit(snap):
     kernel_only = event_mod.kernel_threads(native.vanished(), {t.native_id for t in snap.others})
     pylocks.clean_child()
     PROVEN += 1
+    native.quiet_propose()   # this fork's scan, a baseline for the parent's next forks (csrc/quiet.c)
     pid = os.getpid()
     scan = event_mod.scan_report(stats)
     summary = {"hazards": [], "unreachable": [], "scan": scan,

@@ -52,6 +52,9 @@ def scan_report(stats):
 
     ran: false when the scan did not run (not_run says why: "proc_maps_unreadable" with
     errno, "no_other_threads", ...), which is not the same as a scan that found nothing.
+    "reused": no other thread has run since the fork of a scan that found none of their locks
+    held (csrc/quiet.c); "reused" names that scan's child and what it read, and the finding
+    stands for this fork (complete).
     complete: every candidate byte was read (bytes == bytes_total); false when a budget
     ended it (cut: "time" or "bytes"). bytes_total: the candidate bytes (present, private,
     written pages) it saw, a lower bound when bytes_total_exact is false. Pages never
@@ -66,7 +69,7 @@ def scan_report(stats):
     report = {"mode": mode, "mappings": stats["mappings"], "bytes": stats["bytes"],
               "seconds": round(stats["seconds"], 6), "skipped": stats["skipped"],
               "ran": not_run is None, "not_run": not_run,
-              "complete": not_run in (None, "no_other_threads") and stats.get("cut") is None,
+              "complete": not_run in (None, "no_other_threads", "reused") and stats.get("cut") is None,
               "cut": stats.get("cut"), "bytes_total": stats.get("bytes_total", stats["bytes"]),
               "bytes_total_exact": stats.get("total_exact", True),
               "swapped_bytes": stats.get("swapped", 0), "residency": stats.get("residency"),
@@ -75,6 +78,9 @@ def scan_report(stats):
                          "bytes": stats.get("budget_bytes") or None}}
     if not_run == "proc_maps_unreadable":
         report["errno"] = stats.get("maps_errno")
+    elif not_run == "reused":
+        report["reused"] = {"child_pid": stats.get("reused_pid"), "bytes": stats.get("reused_bytes"),
+                            "bytes_total": stats.get("reused_bytes_total")}
     return report
 
 

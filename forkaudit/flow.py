@@ -126,6 +126,8 @@ def before_fork(settings, tid, caller=None):
         snap.clean = cleanfork.parent_proof(snap)   # the parent's part of a clean fork's proof
     except Exception:  # noqa: BLE001 - then the child's full audit decides, and says what fails
         snap.clean = None
+    if snap.clean is not None and not settings.scan_every_fork:
+        native.allow_reuse(tid)   # the child may reuse a clean scan (csrc/quiet.c)
     return snap
 
 

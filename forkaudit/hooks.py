@@ -403,13 +403,14 @@ def activate(settings, fresh=False):
     return settings
 
 
-def install(policy="warn", json_path=None, scan="full", show_keys=False, watchdog=None):
+def install(policy="warn", json_path=None, scan="full", show_keys=False, watchdog=None, scan_every_fork=False):
     """Audit every fork of this process from now on. Calling it again changes the settings.
 
-    watchdog: seconds after which a stuck fork or child is reported (None: 5; 0: off)."""
+    watchdog: seconds after which a stuck fork or child is reported (None: 5; 0: off).
+    scan_every_fork: no child reuses an earlier clean scan (csrc/quiet.c)."""
     from .settings import WATCHDOG_SECONDS, make
     settings = activate(make(policy, json_path, scan, show_keys,
-                             WATCHDOG_SECONDS if watchdog is None else watchdog))
+                             WATCHDOG_SECONDS if watchdog is None else watchdog, scan_every_fork))
     _load_flow()  # an explicit install() pays its imports now, not at the first fork
     return settings
 

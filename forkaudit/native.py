@@ -145,6 +145,11 @@ def python_discovery(s=None):
         s = stats()
     if s is None or not s["done"]:
         return {"ran": False, "complete": False, "held": [], "free_seen": 0, "overflow": 0, "types": 0}
+    if s["not_run"] == "reused":
+        # no other thread ran since a fork whose complete scan found none of theirs held (quiet.c):
+        # what is held now is the forking thread's own
+        return {"ran": True, "complete": True, "held": [], "free_seen": 0, "overflow": 0, "types": 0,
+                "reused": True}
     ran = s["not_run"] is None and s["pytypes"] > 0
     return {"ran": ran,
             "complete": ran and s["mode"] == SCAN_MODES["full"] and s["cut"] is None
@@ -212,8 +217,26 @@ def arm(tid, scan, probe=()):
         free.probe[i] = t
     free.nprobe = len(probe)
     free.mode = SCAN_MODES[scan] if available else 0
+    free.reuse = 0
     free.tid = tid
     return True
+
+
+def allow_reuse(tid):
+    """The parent's part of a clean fork's proof holds for the fork thread `tid` armed: its child
+    may reuse a clean scan when no other thread ran since (csrc/quiet.c), and the fork may take
+    the readings of a new one. A memory store, as arm()."""
+    if lib is None or not tid:
+        return
+    for slot in _slots:
+        if slot.tid == tid:
+            slot.reuse = 1
+
+
+def quiet_propose():
+    """In a child whose fork is proven clean: offer the parent this fork's readings of the other
+    threads as the baseline of later forks (when the parent took them). True if offered."""
+    return lib is not None and bool(lib.fa_quiet_propose())
 
 
 def disarm(tid):
@@ -261,6 +284,7 @@ def warm_up():
     hits()
     held_python_locks()
     child_armed()
+    quiet_propose()   # (in the parent: nothing to offer)
     ffi.new("fa_hit[]", 1)
     ffi.new("fa_pylock[]", 1)
 
@@ -285,7 +309,8 @@ def hits():
             for h in (buf[i] for i in range(n))]
 
 
-NOT_RUN = {0: None, 1: "off", 2: "no_other_threads", 3: "layout_unknown", 4: "proc_maps_unreadable"}
+NOT_RUN = {0: None, 1: "off", 2: "no_other_threads", 3: "layout_unknown", 4: "proc_maps_unreadable",
+           5: "reused"}
 RESIDENCY = {0: None, 1: "pagemap_scan", 2: "pagemap", 3: "mincore"}
 CUT = {0: None, 1: "time", 2: "bytes"}
 
@@ -306,7 +331,8 @@ def stats():
             "budget_bytes": int(s.budget_bytes), "pytypes": int(s.pytypes),
             "pylocks": int(s.pylocks), "pylock_overflow": int(s.pylock_overflow),
             "pylock_faults": int(s.pylock_faults), "pylocks_free": int(s.pylocks_free),
-            "pool_bytes": int(s.pool_bytes)}
+            "pool_bytes": int(s.pool_bytes), "reused_pid": int(s.reused_pid),
+            "reused_bytes": int(s.reused_bytes), "reused_bytes_total": int(s.reused_bytes_total)}
 
 
 def still_held(addr, kind, tid):

@@ -10,6 +10,9 @@ Environment variables (read at interpreter start by the .pth hook, or by
   FORKAUDIT_SCAN       full | libs | off                    (default full)
   FORKAUDIT_SCAN_BUDGET_MS  wall time of the child-side C scan, ms (default 200; 0: none)
   FORKAUDIT_SCAN_BUDGET_MB  bytes it reads, MiB                    (default 2048; 0: none)
+  FORKAUDIT_SCAN_EVERY_FORK 1 | true | on | yes: scan in every child, even where no other
+                       thread has run since a fork whose scan found nothing of theirs held
+                       (default: such a child reuses that finding, csrc/quiet.c)
   FORKAUDIT_WATCHDOG   seconds (default 5; 0: off) after which a fork that has not returned,
                        or a child blocked on a lock it inherited held, is reported (and
                        under 'abort' such a child exits with status 86)
@@ -53,12 +56,13 @@ class Settings:
     ~1-2 GB, all of most workers. 2 GiB: bounds the memory read whatever the CPU speed (on
     a fast idle machine the byte budget ends first, on a loaded one the time budget)."""
 
-    __slots__ = ("policy", "json_path", "scan", "scan_budget_ms", "scan_budget_mb", "show_keys", "watchdog")
+    __slots__ = ("policy", "json_path", "scan", "scan_budget_ms", "scan_budget_mb", "show_keys", "watchdog",
+                 "scan_every_fork")
 
     def __init__(self, policy="warn", json_path=None, scan="full", scan_budget_ms=200, scan_budget_mb=2048,
-                 show_keys=False, watchdog=WATCHDOG_SECONDS):
+                 show_keys=False, watchdog=WATCHDOG_SECONDS, scan_every_fork=False):
         for name, value in zip(self.__slots__, (policy, json_path, scan, scan_budget_ms, scan_budget_mb,
-                                                show_keys, watchdog)):
+                                                show_keys, watchdog, scan_every_fork)):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
@@ -127,7 +131,7 @@ def shown_path(path):
     return path if len(path) <= PATH_CHARS and path.isprintable() else shown(path, PATH_CHARS)
 
 
-def parse_show_keys(value, name="FORKAUDIT_SHOW_KEYS"):
+def parse_yes_no(value, name):
     v = value.strip().lower()
     if v in YES_VALUES:
         return True
@@ -152,9 +156,10 @@ def parse_watchdog(value, name="FORKAUDIT_WATCHDOG"):
     return seconds
 
 
-def make(policy="warn", json_path=None, scan="full", show_keys=False, watchdog=WATCHDOG_SECONDS):
+def make(policy="warn", json_path=None, scan="full", show_keys=False, watchdog=WATCHDOG_SECONDS,
+         scan_every_fork=False):
     return Settings(check_policy(policy), check_json_path(json_path), check_scan(scan), show_keys=bool(show_keys),
-                    watchdog=parse_watchdog(str(watchdog)))
+                    watchdog=parse_watchdog(str(watchdog)), scan_every_fork=bool(scan_every_fork))
 
 
 def secure_execution():
@@ -223,7 +228,8 @@ def from_environ(environ=None):
     scan = raw_scan.strip().lower() or "full"
     if scan not in SCANS:
         raise SettingsError("FORKAUDIT_SCAN must be one of %s; got %s" % (", ".join(SCANS), shown(raw_scan)))
-    show_keys = parse_show_keys(environ.get("FORKAUDIT_SHOW_KEYS", ""))
+    show_keys = parse_yes_no(environ.get("FORKAUDIT_SHOW_KEYS", ""), "FORKAUDIT_SHOW_KEYS")
+    every_fork = parse_yes_no(environ.get("FORKAUDIT_SCAN_EVERY_FORK", ""), "FORKAUDIT_SCAN_EVERY_FORK")
     json_path = environ.get("FORKAUDIT_JSON") or None
     budgets = []
     for name, default in (("FORKAUDIT_SCAN_BUDGET_MS", 200), ("FORKAUDIT_SCAN_BUDGET_MB", 2048)):
@@ -232,7 +238,8 @@ def from_environ(environ=None):
             raise SettingsError("%s must be a whole number (0: no limit); got %s" % (name, shown(value)))
         budgets.append(int(value) if value else default)
     watchdog = parse_watchdog(environ.get("FORKAUDIT_WATCHDOG", ""))
-    return Settings(policy, check_json_path(json_path), scan, *budgets, show_keys=show_keys, watchdog=watchdog)
+    return Settings(policy, check_json_path(json_path), scan, *budgets, show_keys=show_keys, watchdog=watchdog,
+                    scan_every_fork=every_fork)
 
 
 # ---- test-only switches (FORKAUDIT_TESTONLY_*: for forkaudit's own tests, not for users) ----

@@ -1,4 +1,4 @@
-"""forkaudit run [--policy P] [--json PATH] [--scan S] [--show-keys] [--watchdog SECONDS] -- CMD...
+"""forkaudit run [--policy P] [--json PATH] [--scan S] [--scan-every-fork] [--show-keys] [--watchdog SECONDS] -- CMD...
 
 Runs CMD with forkaudit active in every Python process it starts (through
 the FORKAUDIT* environment variables and the installed .pth hook), and exits
@@ -37,6 +37,9 @@ def add_parser(sub):
     p.add_argument("--json", metavar="PATH", help="append one JSON line per audited fork to PATH")
     p.add_argument("--scan", type=_choice("scan", SCANS), default="full", metavar="{%s}" % ",".join(SCANS),
                    help="memory scanned for C locks: full, libs (libraries' data only) or off")
+    p.add_argument("--scan-every-fork", action="store_true",
+                   help="scan in every child, even where no other thread has run since a fork whose "
+                        "scan found nothing of theirs held (default: such a child reuses that finding)")
     p.add_argument("--show-keys", action="store_true",
                    help="show dict keys on object paths whole (default: keys that are not short "
                         "identifier-like strings or numbers appear as [<str #1a2b3c>])")
@@ -52,6 +55,8 @@ def environment(args):
     env = dict(os.environ)
     env["FORKAUDIT"] = args.policy
     env["FORKAUDIT_SCAN"] = args.scan
+    if args.scan_every_fork:
+        env["FORKAUDIT_SCAN_EVERY_FORK"] = "1"
     if args.show_keys:
         env["FORKAUDIT_SHOW_KEYS"] = "1"
     else:
