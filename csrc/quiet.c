@@ -19,6 +19,7 @@
  *   reading (parent, C prepare handler, only when no baseline applies): the counters, then
  *     the thread's CPU clock (clock_gettime, which includes a running slice). Equal CPU
  *     time in both means the thread was off CPU throughout; else no baseline is tried.
+ *     (Where CPU time advances in ticks, not ns, a short run may not show: no reuse there.)
  *   baseline: that fork's child proves its fork clean (forkaudit/cleanfork.py) and
  *     proposes the readings, through a page shared with the parent; the parent adopts the
  *     newest at its next fork.
@@ -70,6 +71,31 @@ static int cpu_time(int32_t tid, uint64_t *ns) {
         return -1;
     *ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     return 0;
+}
+
+/* Does CPU time advance in small steps here (the kernel's scheduler clock in ns, not in
+ * ticks)? The readings rely on any run of a thread showing in its CPU time. Measured once
+ * (a child inherits the answer): this thread's own CPU clock, read until it changes. */
+static int clock_fine(void) {
+    static int fine = -1;
+    struct timespec a, b;
+    int i;
+    if (fine >= 0)
+        return fine;
+    fine = 0;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a) != 0)
+        return 0;
+    for (i = 0; i < 1000000; i++) {
+        int64_t step;
+        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b) != 0)
+            return 0;
+        step = (int64_t)(b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec);
+        if (step != 0) {
+            fine = step > 0 && step < 100000;
+            break;
+        }
+    }
+    return fine;
 }
 
 /* "/proc/<pid>/task/<tid>/<leaf>" read into fa_g.io (NUL-terminated); its length or -1. */
@@ -212,7 +238,7 @@ void fa_quiet_prepare(int allowed) {
     fa_g.quiet_reuse = 0;
     fa_g.quiet_try.gen = 0;
     if (!allowed || fa_g.mode != FA_SCAN_FULL || fa_g.ntids <= 0 || fa_g.ntids > FA_QUIET_MAX ||
-        page_ready(fa_g.parent_pid) != 0)
+        !clock_fine() || page_ready(fa_g.parent_pid) != 0)
         return;
     adopt(fa_g.parent_pid);
     if (base_applies())
