@@ -15,8 +15,7 @@ import os
 import sys
 import threading
 
-from . import cpython_layout, heldby, importlocks, locktypes, naming, native, safeattr
-from .threads import python_threads
+from . import cpython_layout, heldby, importlocks, locktypes, naming, native, safeattr, threads
 
 
 class Candidate:
@@ -44,8 +43,8 @@ class Snapshot:
 def capture(forking, others):
     """The parent's view of Python locks at the fork (call with the GIL held, frames live)."""
     snap = Snapshot(forking, others)
-    for thread in python_threads().values():
-        tstate = safeattr.get(thread, "_tstate_lock")  # 3.9-3.12: reset by threading after fork
+    for _thread, fields in threads.last_table.values():
+        tstate = fields.get("_tstate_lock")  # 3.9-3.12: reset by threading after fork
         if tstate is not None:
             snap.private.append(tstate)
     # Locks the stdlib's own before-fork hooks take in the forking thread: whatever forkaudit's
@@ -57,9 +56,11 @@ def capture(forking, others):
         if state.locked and id(lock) not in snap.candidates:
             snap.candidates[id(lock)] = Candidate(lock, state)
     for info in [forking] + others:
-        if not info.frames:
-            continue
-        held, acquiring, private = heldby.analyse(info.frames)
+        if info.analysis is None:
+            if not info.frames:
+                continue
+            info.analysis = heldby.analyse(info.frames)
+        held, acquiring, private = info.analysis
         snap.private.extend(private)
         for h in acquiring:
             snap.acquiring.setdefault(id(h.lock), []).append((info, h))

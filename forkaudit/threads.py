@@ -9,6 +9,7 @@ import _thread
 import os
 import sys
 import threading
+import time
 
 from . import native, safeattr
 
@@ -35,7 +36,7 @@ def stack_of(frame, skip_own=False):
 
 
 class ThreadInfo:
-    __slots__ = ("ident", "native_id", "name", "daemon", "frames", "stack", "pthread_tid")
+    __slots__ = ("ident", "native_id", "name", "daemon", "frames", "stack", "pthread_tid", "analysis")
 
     def __init__(self, ident, native_id, name, daemon, frames, pthread_tid=None):
         self.ident, self.native_id, self.name, self.daemon = ident, native_id, name, daemon
@@ -43,6 +44,15 @@ class ThreadInfo:
         self.pthread_tid = pthread_tid
         self.frames = frames  # live frame objects: parent side only, dropped before the fork
         self.stack = [frame_record(f) for f in frames]
+        self.analysis = None  # heldby.analyse(frames), once made (pylocks.capture)
+
+    def with_fields(self, name, daemon):
+        """The same thread, stack and analysis, under a new name or daemon flag."""
+        info = object.__new__(ThreadInfo)
+        for slot in ThreadInfo.__slots__:
+            object.__setattr__(info, slot, getattr(self, slot))
+        info.name, info.daemon = name, daemon
+        return info
 
     def as_report(self, python=True):
         return {"native_id": self.native_id, "ident": self.ident, "name": self.name,
@@ -51,12 +61,18 @@ class ThreadInfo:
 
 def python_threads():
     """{ident: Thread} without taking threading's locks (never block in a fork hook)."""
+    return {ident: t for ident, (t, _fields) in _thread_table().items()}
+
+
+def _thread_table():
+    """{ident: (Thread, its instance dict or {})}, as python_threads()."""
     known = {}
     for table in ("_active", "_limbo"):
         for key, t in list(dict.items(safeattr.get(threading, table, None) or {})):
-            ident = _field(t, "_ident") or (key if table == "_active" else None)
+            fields = safeattr.instance_dict(t) or {}
+            ident = fields.get("_ident") or (key if table == "_active" else None)
             if ident is not None:
-                known[ident] = t
+                known[ident] = (t, fields)
     return known
 
 
@@ -94,13 +110,50 @@ def _own_ident(frames):
     return threading.get_ident()
 
 
+# The other threads of the last capture, by ident: (native_id, CPU time in ns, name, daemon,
+# ThreadInfo). A thread whose CPU time has not moved since has not run: its stack, and what its
+# frames hold (ThreadInfo.analysis), are what they were, and its ThreadInfo is taken again
+# instead of reading its frames (most forks' other threads are parked). Only where the kernel's
+# thread CPU clock counts in small steps (cpu_clock_fine, set at the first fork's setup).
+_unmoved = {}
+cpu_clock_fine = False
+
+
+def clock_steps_fine():
+    """Does a thread's CPU time advance in small steps here (the kernel's scheduler clock in ns,
+    not in ticks)? Only then does any run of a thread show in it. This thread's own CPU clock,
+    read until it changes."""
+    start = time.thread_time_ns()
+    for _ in range(100000):
+        now = time.thread_time_ns()
+        if now != start:
+            return 0 < now - start < 100000
+    return False
+
+
+def cpu_ns(native_id):
+    """The CPU time (ns) of thread native_id of this process: its kernel CPU clock, read with
+    clock_gettime, which keeps the GIL (MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)). None when
+    it cannot be read."""
+    try:
+        return time.clock_gettime_ns(~native_id << 3 | 6)
+    except (OSError, OverflowError, ValueError):
+        return None
+
+
+# The threading tables' threads as the last capture read them, {ident: (Thread, instance
+# dict)}: pylocks.capture, in the same snapshot, reads their state locks from it.
+last_table = {}
+
+
 def _capture(me, frames):
-    known = python_threads()
+    global _unmoved, last_table
+    known = last_table = _thread_table()
     my_native_id = _thread.get_native_id()
     forking, others = None, []
+    unmoved = {}
     for ident in set(frames) | set(known):
-        t = known.get(ident)
-        fields = (safeattr.instance_dict(t) if t is not None else None) or {}
+        t, fields = known.get(ident, (None, {}))
         native_id = fields.get("_native_id")
         if ident == me:
             native_id = my_native_id
@@ -113,8 +166,22 @@ def _capture(me, frames):
         if type(name) is not str:
             name = None
         daemon = fields.get("_daemonic")
-        stack = stack_of(frames.get(ident), skip_own=ident == me)
         native_id = native_id if type(native_id) is int else None
+        if ident != me and native_id is not None and ident in frames and cpu_clock_fine:
+            seen = (native_id, cpu_ns(native_id), name, daemon)
+            last = _unmoved.get(ident)
+            if seen[1] is not None and last is not None and last[:2] == seen[:2]:
+                info = last[4]   # it has not run since the last capture
+                if last[2:4] != seen[2:]:   # (another thread renamed it, say)
+                    info = info.with_fields(name, daemon if type(daemon) is bool else None)
+            else:
+                info = ThreadInfo(ident, native_id, name, daemon if type(daemon) is bool else None,
+                                  stack_of(frames.get(ident)))
+            if seen[1] is not None:
+                unmoved[ident] = seen + (info,)
+            others.append(info)
+            continue
+        stack = stack_of(frames.get(ident), skip_own=ident == me)
         info = ThreadInfo(ident, native_id,
                           name or ("MainThread" if ident == me and t is None else name),
                           daemon if type(daemon) is bool else None, stack,
@@ -123,6 +190,7 @@ def _capture(me, frames):
             forking = info
         else:
             others.append(info)
+    _unmoved = unmoved
     others.sort(key=lambda i: (i.native_id is None, i.native_id or 0))
     return forking, others
 

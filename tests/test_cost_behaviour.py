@@ -14,12 +14,15 @@ tests check what makes them possible:
 (d) a process with FORKAUDIT set that never forks loads only the start-up modules
     (control: one fork loads the flow and the native shim);
 (e) a clean fork's child walks nothing (counted by forkaudit.naming.WALKS; control:
-    a fork while another thread holds a lock walks).
+    a fork while another thread holds a lock walks);
+(f) a thread that has not run since the last fork's snapshot is not read again (its frames
+    analysed once, counted), and one that ran is (control: its new place and lock).
 
 Every program runs in its own interpreter, activated through the environment
 (FORKAUDIT=record and the installed forkaudit.pth), as in production.
 """
 import ast
+import json
 import sys
 
 import pytest
@@ -672,3 +675,101 @@ def test_a_child_that_execs_next_arms_no_watchdog_timer(run_python, tmp_path):
     exec_child, plain_child = result_line(result, "timers")
     assert exec_child == 0, result.stdout
     assert plain_child >= 1, result.stdout   # control: the plain fork's child arms its watch
+
+
+# ---- (f) a parked thread's snapshot is taken again; a thread that ran is read afresh ---------
+
+SNAPSHOT_AGAIN = r'''
+import json, os, threading
+import forkaudit
+from forkaudit import heldby, threads
+
+calls = []
+real_analyse = heldby.analyse
+
+
+def counting_analyse(frames):
+    calls.append(frames[-1].f_code.co_name if frames else None)
+    return real_analyse(frames)
+
+
+heldby.analyse = counting_analyse
+LOCK = threading.Lock()
+first, moved, stop = threading.Event(), threading.Event(), threading.Event()
+parked = threading.Event()
+
+
+def wait_here():
+    parked.set()
+    first.wait()
+
+
+def hold_there():
+    with LOCK:
+        moved.set()
+        stop.wait()
+
+
+def worker():
+    wait_here()
+    hold_there()
+
+
+t = threading.Thread(target=worker, name="mover", daemon=True)
+t.start()
+parked.wait()
+SYSCALL_FUTEX = {"x86_64": "202", "aarch64": "98"}[os.uname().machine]
+
+
+def asleep(thread):
+    while True:
+        with open("/proc/self/task/%d/syscall" % thread.native_id) as f:
+            if f.read().split()[0] == SYSCALL_FUTEX:
+                return
+        threading.Event().wait(0.001)
+
+
+def fork(step):
+    asleep(t)
+    del calls[:]
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print("step", json.dumps([step, sorted(c for c in calls if c is not None)]), flush=True)
+
+
+fork("warm-up")
+fork("parked")
+fork("parked-again")
+t.name = "renamed"            # a field another thread changes: read again, the stack is kept
+fork("renamed")
+first.set()
+moved.wait()
+fork("moved")                 # it ran: its frames are read afresh, and what they hold
+stop.set()
+'''
+
+
+def test_a_parked_threads_snapshot_is_taken_again_and_a_thread_that_ran_is_read_afresh(run_python, tmp_path):
+    result = run_python(SNAPSHOT_AGAIN, env=env_for(tmp_path), timeout=120)
+    assert result.returncode == 0, result
+    steps = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("step "):
+            name, analysed = json.loads(line[5:])
+            steps[name] = analysed
+    forking = "fork"   # the forking thread's innermost frame is always analysed
+    # the parked thread's frames are analysed at its first snapshot and not again while it has not run
+    assert steps["parked"] == [forking] and steps["parked-again"] == [forking], steps
+    assert steps["renamed"] == [forking], steps
+    assert steps["moved"] == sorted([forking, "wait"]), steps   # (Event.wait inside hold_there)
+    by_order = result.children
+    assert len(by_order) == 5, result
+    names = [[t["name"] for t in r["threads"]] for r in by_order]
+    assert names[2] == ["mover"] and names[3] == ["renamed"], names
+    assert by_order[3]["threads"][0]["stack"] == by_order[2]["threads"][0]["stack"], by_order[3]
+    # after it ran, its new place and the lock it holds there are the record's
+    assert [h["owner"]["name"] for h in by_order[4]["hazards"]] == ["renamed"], by_order[4]["hazards"]
+    assert any(f["function"] == "hold_there" for f in by_order[4]["threads"][0]["stack"]), by_order[4]
+    assert not any(f["function"] == "hold_there" for f in by_order[3]["threads"][0]["stack"]), by_order[3]
