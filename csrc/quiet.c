@@ -27,11 +27,12 @@
  *     forking thread, every other thread is in it, and each one's CPU clock still equals its
  *     baseline time: the child may reuse it.
  *   check (child, before any scan): for each other thread, /proc/PPID/task/TID/stat first
- *     (its state: not running or runnable), then its counters, both equal to the
- *     baseline's. A thread put on a CPU after the reading counted one more time on a CPU;
- *     one still running at the reading was refused there; one woken before the fork and not
- *     yet run is runnable at the stat read, or ran before the counters were read. Any
- *     difference: the scan runs, and the baseline is marked stale for the parent.
+ *     (its state: asleep, S), then its counters, both equal to the baseline's. A thread put
+ *     on a CPU after the reading counted one more time on a CPU; one still running at the
+ *     reading was refused there; one woken before the fork and not yet run is runnable at
+ *     the stat read, or ran before the counters were read. (Only S: a thread stopped by a
+ *     debugger, t, or in an uninterruptible wait, D, stays so when a lock is handed to it.)
+ *     Any difference: the scan runs, and the baseline is marked stale for the parent.
  * The child's part is reads of /proc into a static buffer: no allocation, no lock. */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -262,8 +263,8 @@ int fa_quiet_child(void) {
         char st;
         if (e == NULL)
             goto stale;
-        st = state(fa_g.parent_pid, e->tid); /* first: see fa_quiet_child's part above */
-        if (st != 'S' && st != 'D' && st != 'T' && st != 't')
+        st = state(fa_g.parent_pid, e->tid); /* first: see the child's part above */
+        if (st != 'S')
             goto stale;
         if (counters(fa_g.parent_pid, e->tid, &runtime, &arrivals) != 0 || runtime != e->runtime ||
             arrivals != e->arrivals)
