@@ -74,8 +74,11 @@ def parent_proof(snap):
 
 
 def _thread_key(t):
-    return (t.native_id, t.ident, t.name, t.daemon,
-            tuple((f["file"], f["line"], f["function"]) for f in t.stack))
+    key = t.key
+    if key is None:   # (a thread that has not run since the last fork keeps its ThreadInfo)
+        key = t.key = (t.native_id, t.ident, t.name, t.daemon,
+                       tuple((f["file"], f["line"], f["function"]) for f in t.stack))
+    return key
 
 
 def _template(snap):

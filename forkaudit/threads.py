@@ -36,7 +36,7 @@ def stack_of(frame, skip_own=False):
 
 
 class ThreadInfo:
-    __slots__ = ("ident", "native_id", "name", "daemon", "frames", "stack", "pthread_tid", "analysis")
+    __slots__ = ("ident", "native_id", "name", "daemon", "frames", "stack", "pthread_tid", "analysis", "key")
 
     def __init__(self, ident, native_id, name, daemon, frames, pthread_tid=None):
         self.ident, self.native_id, self.name, self.daemon = ident, native_id, name, daemon
@@ -45,13 +45,14 @@ class ThreadInfo:
         self.frames = frames  # live frame objects: parent side only, dropped before the fork
         self.stack = [frame_record(f) for f in frames]
         self.analysis = None  # heldby.analyse(frames), once made (pylocks.capture)
+        self.key = None       # what a clean record shows of it, once made (cleanfork._thread_key)
 
     def with_fields(self, name, daemon):
         """The same thread, stack and analysis, under a new name or daemon flag."""
         info = object.__new__(ThreadInfo)
         for slot in ThreadInfo.__slots__:
             object.__setattr__(info, slot, getattr(self, slot))
-        info.name, info.daemon = name, daemon
+        info.name, info.daemon, info.key = name, daemon, None
         return info
 
     def as_report(self, python=True):
