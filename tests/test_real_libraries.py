@@ -554,7 +554,12 @@ def test_numpy_openblas_busy_at_fork_child_verdict(run_python):
     (blas_thread_shutdown_) is reported by the stuck-fork watchdog. Now and then the child does
     not block on the inherited mutex but spins in exec_blas_async on a job slot the vanished
     thread left taken (seen without forkaudit too, at 100% CPU): no lock wait for the watch to
-    see, so it is not stopped (the program kills it), but its record must name OpenBLAS."""
+    see, so it is not stopped (the program kills it). Its record names OpenBLAS when a mutex of
+    OpenBLAS's was held at the fork; sometimes none was (its job slot, not a lock, was taken):
+    then the record has no hazard and the child spins all the same. Measured with the scan in
+    every child (FORKAUDIT_SCAN_EVERY_FORK=1, as every fork did before the reused scan) and
+    without: in 1 run of 7 each, 3.10, all four children spun with no lock held at the fork;
+    the README's Limits say so."""
     need("numpy")
     result = run_python(program(NUMPY, policy="abort"), timeout=120, env={"OPENBLAS_NUM_THREADS": "2"})
     found = [f for f in facts(result) if "codes" in f]
@@ -582,9 +587,10 @@ def test_numpy_openblas_busy_at_fork_child_verdict(run_python):
             from forkaudit import render
             assert "OPENBLAS_NUM_THREADS=1" in render.text(rec)
         # abort stops a child only when it is stuck on the OpenBLAS mutex it inherited held;
-        # one that inherited nothing held lives; one that spins was named all the same
+        # one that inherited nothing held lives, or spins on OpenBLAS's job slot (all(spun),
+        # above: a child left hung was spinning, not blocked)
         flagged = bool(rec["hazards"])
-        assert code in ((86, 0, "hung") if blas else (86, 0) if flagged else (0,)), (f, rec)
+        assert code in ((86, 0, "hung") if blas else (86, 0) if flagged else (0, "hung")), (f, rec)
 
 
 # --- gunicorn --------------------------------------------------------------------------------------
