@@ -22,15 +22,32 @@ def _is(code, where):
     return code.co_name == where[1] and code.co_filename.replace("\\", "/").endswith(where[0])
 
 
+# What each code object that called fork is: id -> (code, "exec" | "pass" | None); kept, so
+# that its id stays its own (a few entries: the places a program forks from)
+_kinds = {}
+
+
+def _kind(code):
+    known = _kinds.get(id(code))
+    if known is not None and known[0] is code:
+        return known[1]
+    kind = ("exec" if any(_is(code, where) for where in EXEC_CALLERS) else
+            "pass" if any(_is(code, where) for where in PASS_THROUGH) else None)
+    if len(_kinds) >= 256:
+        _kinds.clear()
+    _kinds[id(code)] = (code, kind)
+    return kind
+
+
 def execs_next(caller):
     """Is `caller` (the Python frame that called fork) one that execs right after?"""
     for _ in range(len(PASS_THROUGH) + 1):
         if caller is None:
             return False
-        code = caller.f_code
-        if any(_is(code, where) for where in EXEC_CALLERS):
+        kind = _kind(caller.f_code)
+        if kind == "exec":
             return True
-        if not any(_is(code, where) for where in PASS_THROUGH):
+        if kind != "pass":
             return False
         caller = caller.f_back
     return False

@@ -35,7 +35,7 @@ class Snapshot:
     """What the parent knew at the fork; read by the child."""
 
     __slots__ = ("settings", "tid", "execs", "mp", "exits", "forking", "others", "pylocks", "time",
-                 "parent_pid", "c_level", "clean")
+                 "parent_pid", "c_level", "clean", "slot")
 
 
 def prepare(settings):
@@ -100,6 +100,7 @@ def take_snapshot(settings):
     snap.parent_pid = os.getpid()
     snap.c_level = native.available and settings.scan != "off"
     snap.clean = None
+    snap.slot = None    # the native arming slot of this fork (before_fork)
     return snap
 
 
@@ -121,19 +122,20 @@ def before_fork(settings, tid, caller=None):
     snap = take_snapshot(settings)
     snap.tid = tid
     snap.exits = not snap.mp and not _ends_with_os_exit(caller)
-    if snap.c_level and not native.arm(tid, settings.scan, pylocks.threads_to_probe(snap.pylocks)):
-        snap.c_level = False  # every arming slot is taken (that many concurrent forks)
+    snap.slot = native.arm(tid, settings.scan, pylocks.threads_to_probe(snap.pylocks)) if snap.c_level else None
+    if not snap.slot:
+        snap.c_level, snap.slot = False, None  # every arming slot is taken (that many concurrent forks)
     try:
         snap.clean = cleanfork.parent_proof(snap)   # the parent's part of a clean fork's proof
     except Exception:  # noqa: BLE001 - then the child's full audit decides, and says what fails
         snap.clean = None
     if snap.clean is not None and not settings.scan_every_fork:
-        native.allow_reuse(tid)   # the child may reuse a clean scan (csrc/quiet.c)
+        native.allow_reuse(snap.slot)   # the child may reuse a clean scan (csrc/quiet.c)
     return snap
 
 
 def after_fork_parent(snap):
-    native.disarm(snap.tid)
+    native.disarm(snap.tid, snap.slot)
     if snap.settings.policy != "warn":
         return
     notice = parent_notice.line(snap.pylocks, snap.mp)
@@ -150,7 +152,7 @@ def after_fork_parent(snap):
 
 
 def after_fork_child(snap):
-    native.disarm(snap.tid)
+    native.disarm(snap.tid, snap.slot)
     if snap.mp and _after_multiprocessing_resets(snap):
         return
     audit_child(snap)

@@ -197,7 +197,8 @@ if lib is not None:
 
 def arm(tid, scan, probe=()):
     """Arm the fork the thread `tid` (its kernel id) is about to make, through memory stores
-    only (no C call: the GIL stays held). False when every slot is taken (not audited).
+    only (no C call: the GIL stays held). Its slot, or False when every slot is taken (not
+    audited).
 
     probe: native ids of threads whose futex to read at the fork (see fa_arm_slot in shim.h)."""
     if lib is None or not tid:
@@ -219,18 +220,14 @@ def arm(tid, scan, probe=()):
     free.mode = SCAN_MODES[scan] if available else 0
     free.reuse = 0
     free.tid = tid
-    return True
+    return free
 
 
-def allow_reuse(tid):
-    """The parent's part of a clean fork's proof holds for the fork thread `tid` armed: its child
-    may reuse a clean scan when no other thread ran since (csrc/quiet.c), and the fork may take
-    the readings of a new one. A memory store, as arm()."""
-    if lib is None or not tid:
-        return
-    for slot in _slots:
-        if slot.tid == tid:
-            slot.reuse = 1
+def allow_reuse(slot):
+    """The parent's part of a clean fork's proof holds for the fork armed in `slot` (arm()'s):
+    its child may reuse a clean scan when no other thread ran since (csrc/quiet.c), and the
+    fork may take the readings of a new one. A memory store, as arm()."""
+    slot.reuse = 1
 
 
 def quiet_propose():
@@ -239,9 +236,14 @@ def quiet_propose():
     return lib is not None and bool(lib.fa_quiet_propose())
 
 
-def disarm(tid):
-    """Free the slot of thread `tid` (after its fork, or when its hook gave up)."""
+def disarm(tid, slot=None):
+    """Free the slot of thread `tid` (after its fork, or when its hook gave up). slot: the one
+    arm() returned, if known (else every slot is looked at)."""
     if lib is None or not tid:
+        return
+    if slot is not None:
+        if slot.tid == tid:
+            slot.tid = 0
         return
     for slot in _slots:
         if slot.tid == tid:

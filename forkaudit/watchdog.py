@@ -155,7 +155,10 @@ def disarm_parent(tid):
     if _marks is None or not tid or _disarm_parent is None:
         return
     was_watched = _marks.parent_tid == tid
-    _disarm_parent(tid)   # a queued fork of another thread may be watched from now on
+    # a queued fork of another thread may be watched from now on. (A cffi call, which lets other
+    # threads run: after the fork that is harmless, and it writes fewer of the pages the child
+    # shares than a ctypes call does, each a page copied.)
+    native.lib.fa_wd_disarm_parent(tid)
     if was_watched:
         entry = _queued_callers.pop(int(_marks.parent_tid), None) if _marks.parent_tid else None
         _fork_caller = entry[1] if entry is not None else None
