@@ -69,6 +69,31 @@ def wait_in_write(thread, seconds=10):
 '''
 
 
+# Program text (after `import json, os`): fork_and_tell(tell) forks; the child sends back
+# tell()'s value, as JSON through a pipe, and exits at once; the parent returns that value
+# once the child is reaped.
+FORK_AND_TELL = r'''
+def fork_and_tell(tell):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, json.dumps(tell()).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    while True:
+        chunk = os.read(r, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(b"".join(chunks))
+'''
+
+
 def snippet(body, policy="record", scan="full"):
     """A program: the prelude, forkaudit.install(...), then `body` (which forks)."""
     return "%s\nforkaudit.install(policy=%r, json_path=REPORT, scan=%r)\n%s\n" % (

@@ -20,9 +20,11 @@ import sys
 
 import pytest
 
+from forkcase import FORK_AND_TELL
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forkaudit audits forks on Linux")
 
-PROGRAM = r'''
+PROGRAM = FORK_AND_TELL + r'''
 import ctypes, json, os, sys, threading
 SHAPE = sys.argv[1]
 stop = threading.Event()
@@ -66,34 +68,18 @@ if SHAPE == "held-c":
 while len(ready) < expected:
     threading.Event().wait(0.001)
 
-def fork_and_tell():
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            import forkaudit, forkaudit.cleanfork
-            os.write(w, json.dumps([forkaudit.cleanfork.PROVEN, forkaudit.last_event()]).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks = []
-    while True:
-        chunk = os.read(r, 1 << 16)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
-    os.waitpid(pid, 0)
-    return json.loads(b"".join(chunks))
+def proven_and_record():
+    import forkaudit, forkaudit.cleanfork
+    return [forkaudit.cleanfork.PROVEN, forkaudit.last_event()]
 
 for full in (False, False, True):                # a warm-up (it loads the flow), then the two
     if full:
         os.environ["FORKAUDIT_TESTONLY_FULL_AUDIT"] = "1"
     if SHAPE == "own-lock":
         with LOCK:                               # the forking thread's own: the child's
-            told = fork_and_tell()
+            told = fork_and_tell(proven_and_record)
     else:
-        told = fork_and_tell()
+        told = fork_and_tell(proven_and_record)
     print("told", json.dumps(told))
 stop.set()
 '''

@@ -17,6 +17,8 @@ import json
 
 import pytest
 
+from forkcase import FORK_AND_TELL
+
 pytestmark = pytest.mark.c_level
 
 LIB = r"""
@@ -48,7 +50,7 @@ int rs_trylock(void) {
 }
 """
 
-PRELUDE = r'''
+PRELUDE = FORK_AND_TELL + r'''
 import ctypes, json, os, sys, threading
 import forkaudit
 
@@ -74,27 +76,10 @@ def asleep_in(thread, call, seconds=10):
         threading.Event().wait(0.001)
 
 
-def fork_and_tell(**truth):
+def record_and_truth(**truth):
     """Fork; the child sends back its record and the ground truth (each truth's value called
-    in the child), then exits. Returns (record, truth)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            told = {name: f() for name, f in truth.items()}
-            os.write(w, json.dumps([forkaudit.last_event(), told]).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks = []
-    while True:
-        chunk = os.read(r, 1 << 16)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
-    os.waitpid(pid, 0)
-    return json.loads(b"".join(chunks))
+    in the child). Returns [record, truth]."""
+    return fork_and_tell(lambda: [forkaudit.last_event(), {name: f() for name, f in truth.items()}])
 '''
 
 STEPS = PRELUDE + r'''
@@ -127,7 +112,7 @@ for t in threading.enumerate():
 
 
 def tell(step):
-    record, truth = fork_and_tell(mutex=lib.rs_trylock, pylock_free=lambda: PYLOCK.acquire(False))
+    record, truth = record_and_truth(mutex=lib.rs_trylock, pylock_free=lambda: PYLOCK.acquire(False))
     print("step", json.dumps([step, record, truth]), flush=True)
 
 
@@ -229,7 +214,7 @@ c_thread.start()
 for t in threading.enumerate():
     if t is not threading.current_thread():
         asleep_in(t, "read" if t is c_thread else "futex")
-fork_and_tell()             # a clean fork, parked threads: the baseline
+record_and_truth()          # a clean fork, parked threads: the baseline
 ORDERS = []
 
 
@@ -243,7 +228,7 @@ state = b"u"
 for i in range(40):
     state = b"l" if state == b"u" else b"u"
     ORDERS.append(state)
-    record, truth = fork_and_tell(mutex=lib.rs_trylock)
+    record, truth = record_and_truth(mutex=lib.rs_trylock)
     print("fork", json.dumps([record["scan"], sorted(h["kind"] for h in record["hazards"]), truth["mutex"]]),
           flush=True)
 stop.set()
