@@ -110,12 +110,16 @@ def child_audit(snap):
     stats = native.stats()
     if stats is None or stats["hits"] or stats["overflow"]:
         return None
-    if pylocks.discovery_finds_locks(snap.pylocks, proof.exempt, stats) or pylocks.imports_by_others(snap.pylocks):
+    reused = stats["not_run"] == "reused"   # (its discovery found nothing, by the reuse's proof)
+    if not reused and pylocks.discovery_finds_locks(snap.pylocks, proof.exempt, stats):
+        return None
+    if pylocks.imports_by_others(snap.pylocks):
         return None
     kernel_only = event_mod.kernel_threads(native.vanished(), {t.native_id for t in snap.others})
     pylocks.clean_child()
     PROVEN += 1
-    native.quiet_propose()   # this fork's scan, a baseline for the parent's next forks (csrc/quiet.c)
+    if not reused:
+        native.quiet_propose()   # this fork's scan, a baseline for the parent's next forks (csrc/quiet.c)
     pid = os.getpid()
     scan = event_mod.scan_report(stats)
     summary = {"hazards": [], "unreachable": [], "scan": scan,

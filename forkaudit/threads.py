@@ -132,6 +132,22 @@ def clock_steps_fine():
     return False
 
 
+def scheduler_counters():
+    """(True, words) where the kernel keeps what a reused scan relies on (csrc/quiet.c): each
+    thread's scheduler counters in /proc/self/task/TID/schedstat, counting the times it was put
+    on a CPU, and CPU time in small steps; else (False, why)."""
+    try:
+        with open("/proc/self/task/%d/schedstat" % _thread.get_native_id()) as f:
+            fields = f.read().split()
+    except OSError as e:
+        return False, "no scheduler counters (/proc/self/task/TID/schedstat: %s)" % (e.strerror or e)
+    if len(fields) < 3 or not fields[2].isdigit() or int(fields[2]) == 0:
+        return False, "the scheduler counters do not count a thread's runs (schedstat %r)" % " ".join(fields)
+    if not clock_steps_fine():
+        return False, "a thread's CPU time advances in ticks here, not in small steps"
+    return True, "schedstat counters and a fine CPU clock"
+
+
 def cpu_ns(native_id):
     """The CPU time (ns) of thread native_id of this process: its kernel CPU clock, read with
     clock_gettime, which keeps the GIL (MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)). None when

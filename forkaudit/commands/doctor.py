@@ -1,7 +1,7 @@
 """forkaudit doctor
 
 What works on this machine, as a short table: platform and libc, the C-level
-scan and its glibc layout check, the .pth activation in this environment, the
+scan and its glibc layout check, whether a clean scan can be reused, the .pth activation in this environment, the
 Python version and its lock layout check, the preload library, and the report
 path when FORKAUDIT_JSON is set. Exit status 1 when the core cannot work here.
 """
@@ -53,6 +53,14 @@ def checks():
                      "not verified: lock state read through the objects' own view", False))
     except Exception as e:  # noqa: BLE001
         rows.append(("Python lock layout", False, "cannot check (%s)" % e, False))
+    try:
+        from .. import threads
+        ok, why = threads.scheduler_counters()
+        rows.append(("reused clean scans", ok,
+                     "a fork whose other threads have not run since a clean scan reuses it (%s)" % why if ok else
+                     "%s: every child scans (the results are the same, the cost is the scan's)" % why, False))
+    except Exception as e:  # noqa: BLE001
+        rows.append(("reused clean scans", False, "cannot check (%s)" % e, False))
     found = [d for d in site_dirs() if os.path.isfile(os.path.join(d, "forkaudit.pth"))]
     rows.append((".pth activation", bool(found),
                  "forkaudit.pth in %s" % found[0] if found else
