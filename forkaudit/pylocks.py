@@ -56,11 +56,17 @@ def capture(forking, others):
         if state.locked and id(lock) not in snap.candidates:
             snap.candidates[id(lock)] = Candidate(lock, state)
     for info in [forking] + others:
-        if info.analysis is None:
+        analysis = info.analysis
+        if analysis is None:
             if not info.frames:
                 continue
-            info.analysis = heldby.analyse(info.frames)
-        held, acquiring, private = info.analysis
+            analysis = heldby.analyse(info.frames)
+            if not analysis[0] and not analysis[1]:
+                # kept for the next fork if this thread does not run till then: it refers to
+                # nothing of the program's but Condition waiter locks (a thread that holds or
+                # takes a lock is read again at each fork, and nothing it holds is kept between)
+                info.analysis = analysis
+        held, acquiring, private = analysis
         snap.private.extend(private)
         for h in acquiring:
             snap.acquiring.setdefault(id(h.lock), []).append((info, h))

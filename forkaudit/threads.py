@@ -114,8 +114,10 @@ def _own_ident(frames):
 # The other threads of the last capture, by ident: (native_id, CPU time in ns, name, daemon,
 # ThreadInfo). A thread whose CPU time has not moved since has not run: its stack, and what its
 # frames hold (ThreadInfo.analysis), are what they were, and its ThreadInfo is taken again
-# instead of reading its frames (most forks' other threads are parked). Only where the kernel's
-# thread CPU clock counts in small steps (cpu_clock_fine, set at the first fork's setup).
+# instead of reading its frames (most forks' other threads are parked). Only a thread whose frames
+# held and took no lock (pylocks.capture keeps only such an analysis: one that refers to nothing
+# of the program's but Condition waiter locks), and only where the kernel's thread CPU clock
+# counts in small steps (cpu_clock_fine, set at the first fork's setup).
 _unmoved = {}
 cpu_clock_fine = False
 
@@ -187,8 +189,8 @@ def _capture(me, frames):
         if ident != me and native_id is not None and ident in frames and cpu_clock_fine:
             seen = (native_id, cpu_ns(native_id), name, daemon)
             last = _unmoved.get(ident)
-            if seen[1] is not None and last is not None and last[:2] == seen[:2]:
-                info = last[4]   # it has not run since the last capture
+            if seen[1] is not None and last is not None and last[:2] == seen[:2] and last[4].analysis is not None:
+                info = last[4]   # it has not run since the last capture, and held nothing
                 if last[2:4] != seen[2:]:   # (another thread renamed it, say)
                     info = info.with_fields(name, daemon if type(daemon) is bool else None)
             else:

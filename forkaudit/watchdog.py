@@ -313,11 +313,22 @@ def parent_stuck():
 
 
 def _parent_text():
+    captured = []   # every ThreadInfo taken: their frames are dropped at the end (threads.capture
+    try:            # keeps a parked thread's ThreadInfo for the next fork)
+        return _parent_text_of(captured)
+    finally:
+        for t in captured:
+            t.frames = None
+
+
+def _parent_text_of(captured):
     from . import cpython_layout, heldby, pylocks, render, threads
     addr = int(_marks.parent_addr)
     forking, others = threads.capture()
+    captured.extend([forking] + others)
     if heldby.prefetch([forking] + others):  # source files read (the GIL was let go): look again
         forking, others = threads.capture()
+        captured.extend([forking] + others)
         heldby.prefetch([forking] + others)
     snap = pylocks.capture(forking, others)
     lock, holders = None, []
