@@ -53,11 +53,12 @@ PROVEN = 0
 class Proof:
     """The parent's part of the proof of a clean fork, and its rendering of the record."""
 
-    __slots__ = ("exempt", "template")
+    __slots__ = ("exempt", "template", "python_tids")
 
-    def __init__(self, exempt, template):
+    def __init__(self, exempt, template, python_tids):
         self.exempt = exempt      # ids of held lock objects that are no hazard (pylocks.exempt_ids)
         self.template = template  # the record as JSON text but for the child's parts, or None
+        self.python_tids = python_tids  # native ids of the other threads Python knew
 
 
 def parent_proof(snap):
@@ -70,7 +71,7 @@ def parent_proof(snap):
     if any(t.native_id is None for t in snap.others):
         return None
     template = _template(snap) if snap.settings.json_path else None
-    return Proof(pylocks.exempt_ids(locks), template)
+    return Proof(pylocks.exempt_ids(locks), template, {t.native_id for t in snap.others})
 
 
 def _thread_key(t):
@@ -115,7 +116,7 @@ def child_audit(snap):
         return None
     if pylocks.imports_by_others(snap.pylocks):
         return None
-    kernel_only = event_mod.kernel_threads(native.vanished(), {t.native_id for t in snap.others})
+    kernel_only = event_mod.kernel_threads(native.vanished(), proof.python_tids)
     pylocks.clean_child()
     PROVEN += 1
     if not reused:

@@ -21,7 +21,7 @@ from . import event as event_mod
 from . import cleanfork, cpython_layout, heldby, hooks, naming, native, parent_notice, policy, pylocks, render, sink, threads
 from . import watchdog
 from .errors import ForkHazardError, ForkHazardWarning
-from .settings import testonly_audit_hang, testonly_full_audit
+from .settings import testonly_child
 
 INT_TYPES = (id(int), id(bool))  # objects whose fields can mimic a held mutex (see csrc/validate.c)
 
@@ -54,7 +54,8 @@ def prepare(settings):
     if settings.json_path:
         sink.json_text(None)  # the encoder each child writes its record with: made once, here (3 ms a child)
     watchdog.setup(settings)  # watchdog: take its signal (once)
-    sink.signals_to_hold(watchdog.signals())  # the set each child's audit holds back, made once
+    global _hold
+    _hold = sink.signals_to_hold(watchdog.signals())  # the set each child's audit holds back, made once
     # last, with every module the forks use loaded: their code is no longer written at each
     # fork, in the parent or in a child (3.12+)
     try:
@@ -68,6 +69,7 @@ def prepare(settings):
 
 
 PREFETCH_ROUNDS = 4
+_hold = None   # the signals a child's audit holds back (prepare: made once, in the parent)
 
 
 def take_snapshot(settings):
@@ -177,21 +179,22 @@ def _after_multiprocessing_resets(snap):
 
 
 def audit_child(snap):
-    if testonly_audit_hang():
+    hang, full = testonly_child()
+    if hang:
         _hang()
     # once begun, the audit ends with its record: a signal that would end the child (a pool's
     # terminate() sends SIGTERM to workers just forked) is held back until then, and ends it
     # right after. The watchdog's signal goes through: it reports an audit stuck on a lock.
-    held = sink.hold_signals(sink.signals_to_hold(watchdog.signals()))
+    held = sink.hold_signals(_hold)
     try:
-        _audit_child(snap, held is not None)
+        _audit_child(snap, held is not None, full)
     finally:
         sink.restore_signals(held)
 
 
-def _audit_child(snap, signals_held=False):
+def _audit_child(snap, signals_held=False, full=False):
     global _last_event
-    if _clean_child(snap, signals_held):
+    if not full and _clean_child(snap, signals_held):
         return
     try:
         ev = event_mod.build_child(snap)
@@ -216,8 +219,6 @@ def _clean_child(snap, signals_held=False):
     """A fork proven clean (cleanfork): its record, and True; else False (the full audit).
     signals_held: audit_child holds the signals back (the watchdog's too, once it stopped)."""
     global _last_event
-    if testonly_full_audit():
-        return False
     try:
         clean = cleanfork.child_audit(snap)
     except Exception:  # noqa: BLE001 - the full audit decides, and says what fails there

@@ -521,8 +521,13 @@ def _internal_hazards(walked, snap):
 
 
 def imports_by_others(snap):
-    """Is a thread other than the forking one importing a module (holding its import lock)?"""
-    return any(held.owner != snap.forking.ident for held in importlocks.held())
+    """Is a thread other than the forking one importing a module (holding its import lock)?
+    (A loop, not any() over a generator: every child asks, and on 3.9-3.11 each function it
+    runs is a page or two copied.)"""
+    for held in importlocks.held():
+        if held.owner != snap.forking.ident:
+            return True
+    return False
 
 
 def clean_child():

@@ -226,16 +226,30 @@ def _write_unkilled(fd, line):
 
 
 _encoder = None
+_c_encode = None   # the same encoder's C part, where json has one: one C call a value
+_c_markers = {}    # (its table of the containers being encoded, emptied before each use)
 
 
 def json_text(value):
     """value as compact JSON, as records are written (one line, no spaces). One encoder, made
     at the first use (in the parent, at its first fork with a record to write): json.dumps
-    with these options would make one per call, in Python, in every child."""
-    global _encoder
+    with these options would make one per call, in Python, in every child. Where json has its
+    C encoder, that is called directly (JSONEncoder.encode runs two Python functions a call,
+    each a page or two copied in a child on 3.9-3.11)."""
+    global _encoder, _c_encode
     if _encoder is None:
         import json  # not at start-up: only a child with a record needs it
+        import json.encoder
         _encoder = json.JSONEncoder(separators=(",", ":"), default=str)
+        make = getattr(json.encoder, "c_make_encoder", None)
+        basestring = getattr(json.encoder, "c_encode_basestring_ascii", None)
+        if make is not None and basestring is not None:
+            e = _encoder
+            _c_encode = make(_c_markers, e.default, basestring, e.indent, e.key_separator,
+                             e.item_separator, e.sort_keys, e.skipkeys, e.allow_nan)
+    if _c_encode is not None and type(value) in (dict, list):
+        _c_markers.clear()
+        return "".join(_c_encode(value, 0))
     return _encoder.encode(value)
 
 

@@ -230,10 +230,10 @@ def child_audited(event, settings):
     _fork_caller = None
     if _marks is None or _marks.phase != PHASES["CHILD_HOOKS"]:
         return False
-    from . import render
     addrs, texts = [], []
     # the unreachable ones too: should the child block on one after all, that is certain
     for i, h in enumerate(list(event.get("hazards", [])) + list(event.get("unreachable") or []), 1):
+        from . import render   # (here: a clean child does not run an import's Python)
         entry = "\n".join(render.hazard_lines(i, h)) + "\n"
         for word in futex_words(h):
             addrs.append(word)
@@ -245,6 +245,7 @@ def child_audited(event, settings):
     if not addrs and not unchecked:
         disarm_child()
         return False
+    from . import render
     ffi = native.ffi
     head = render.watchdog_head(event).encode("utf-8", "replace")
     native.lib.fa_wd_child_locks(ffi.new("uint64_t[]", addrs or [0]), ffi.new("int32_t[]", [len(t) for t in texts] or [0]),
