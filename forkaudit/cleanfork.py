@@ -53,12 +53,13 @@ PROVEN = 0
 class Proof:
     """The parent's part of the proof of a clean fork, and its rendering of the record."""
 
-    __slots__ = ("exempt", "template", "python_tids")
+    __slots__ = ("exempt", "template", "python_tids", "c_level")
 
-    def __init__(self, exempt, template, python_tids):
+    def __init__(self, exempt, template, python_tids, c_level):
         self.exempt = exempt      # ids of held lock objects that are no hazard (pylocks.exempt_ids)
         self.template = template  # the record as JSON text but for the child's parts, or None
         self.python_tids = python_tids  # native ids of the other threads Python knew
+        self.c_level = c_level    # the record's "c_level" (native.c_level)
 
 
 def parent_proof(snap):
@@ -71,7 +72,8 @@ def parent_proof(snap):
     if any(t.native_id is None for t in snap.others):
         return None
     template = _template(snap) if snap.settings.json_path else None
-    return Proof(pylocks.exempt_ids(locks), template, {t.native_id for t in snap.others})
+    return Proof(pylocks.exempt_ids(locks), template, {t.native_id for t in snap.others},
+                 native.c_level(snap.settings.scan, snap.c_level))
 
 
 def _thread_key(t):
@@ -116,7 +118,12 @@ def child_audit(snap):
         return None
     if pylocks.imports_by_others(snap.pylocks):
         return None
-    kernel_only = event_mod.kernel_threads(native.vanished(), proof.python_tids)
+    vanished = native.vanished()
+    kernel_only = []
+    for tid, _comm, _futex in vanished:   # (a loop: most forks have no thread only the kernel knew)
+        if tid not in proof.python_tids:
+            kernel_only = event_mod.kernel_threads(vanished, proof.python_tids)
+            break
     pylocks.clean_child()
     PROVEN += 1
     if not reused:
@@ -125,10 +132,10 @@ def child_audit(snap):
     scan = event_mod.scan_report(stats)
     summary = {"hazards": [], "unreachable": [], "scan": scan,
                "threads": snap.others + kernel_only,   # (read for whether there were any)
-               "c_level": native.c_level(snap.settings.scan, snap.c_level)}
+               "c_level": proof.c_level}
     line = None
     if proof.template is not None:
-        kernel = ",".join(sink.json_text(t) for t in kernel_only)
+        kernel = ",".join([sink.json_text(t) for t in kernel_only]) if kernel_only else ""
         placeholder = _AS_JSON[_KERNEL]
         text = proof.template.replace(_AS_JSON[_PID], str(pid), 1)
         # (the time is digits, '-', ':', 'T', '.' and 'Z': JSON's quotes are all it needs)

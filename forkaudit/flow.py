@@ -18,7 +18,7 @@ import time
 import warnings
 
 from . import event as event_mod
-from . import cleanfork, cpython_layout, heldby, hooks, naming, native, parent_notice, policy, pylocks, render, sink, threads
+from . import cleanfork, cpython_layout, heldby, hooks, importlocks, naming, native, parent_notice, policy, pylocks, render, sink, threads
 from . import watchdog
 from .errors import ForkHazardError, ForkHazardWarning
 from .settings import testonly_child
@@ -51,6 +51,7 @@ def prepare(settings):
         #                (cpython_layout.object_at): imported here, never in a child
     naming.SHOW_KEYS = settings.show_keys
     threads.cpu_clock_fine = threads.clock_steps_fine()  # parked threads' snapshots taken again
+    importlocks.held()   # (finds importlib's table once, here: every child reads it)
     if settings.json_path:
         sink.json_text(None)  # the encoder each child writes its record with: made once, here (3 ms a child)
     watchdog.setup(settings)  # watchdog: take its signal (once)

@@ -21,11 +21,18 @@ from . import safeattr
 TYPE_NAME = "_frozen_importlib._ModuleLock"   # (the module importlib._bootstrap runs as)
 
 
+_namespace = None   # importlib._bootstrap's namespace, once found (it lives as long as Python)
+
+
 def _bootstrap():
+    global _namespace
+    if _namespace is not None:
+        return _namespace   # (every child asks: found once, in the parent, at its first fork)
     for name in ("_frozen_importlib", "importlib._bootstrap"):
         module = dict.get(sys.modules, name)
         if safeattr.is_a(module, types.ModuleType):
-            return safeattr.module_dict(module)
+            _namespace = safeattr.module_dict(module)
+            return _namespace
     return None
 
 
