@@ -44,21 +44,14 @@ static int cmp_tid(const void *a, const void *b) {
 static void read_comm(int32_t tid, char *out) {
     char path[64], *p = path;
     ssize_t got;
-    int fd;
     memcpy(p, "/proc/self/task/", 16);
     p = fa_put_dec(p + 16, (uint64_t)(uint32_t)tid);
     memcpy(p, "/comm", 6);
-    out[0] = '\0';
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    got = read(fd, out, FA_COMM_LEN - 1);
-    close(fd);
+    got = fa_read_file(path, out, FA_COMM_LEN);
     if (got <= 0)
-        return;
-    if (out[got - 1] == '\n')
-        got--;
-    out[got] = '\0';
+        out[0] = '\0';
+    else if (out[got - 1] == '\n')
+        out[got - 1] = '\0';
 }
 
 static uint64_t hex_field(const char **s) {
@@ -74,22 +67,10 @@ static uint64_t hex_field(const char **s) {
 static uint64_t read_futex(int32_t tid) {
     char path[64], buf[128], *p = path;
     const char *s = buf;
-    ssize_t got;
-    int fd, nr = 0;
     memcpy(p, "/proc/self/task/", 16);
     p = fa_put_dec(p + 16, (uint64_t)(uint32_t)tid);
     memcpy(p, "/syscall", 9);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    got = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (got <= 0)
-        return 0;
-    buf[got] = '\0';
-    while (*s >= '0' && *s <= '9')
-        nr = nr * 10 + (*s++ - '0');
-    if (nr != SYS_futex)
+    if (fa_read_file(path, buf, sizeof buf) <= 0 || *s < '0' || *s > '9' || fa_parse_dec(&s) != SYS_futex)
         return 0;
     return hex_field(&s);
 }
@@ -118,12 +99,11 @@ static void record_threads(void) {
         while (off < got) {
             struct linux_dirent64 *d = (struct linux_dirent64 *)(fa_g.io + off);
             const char *s = d->d_name;
-            int32_t tid = 0;
+            int32_t tid;
             off += d->d_reclen;
             if (*s < '0' || *s > '9')
                 continue;
-            while (*s >= '0' && *s <= '9')
-                tid = tid * 10 + (*s++ - '0');
+            tid = (int32_t)fa_parse_dec(&s);
             if (tid != fa_g.forking_tid && fa_g.ntids < FA_MAX_TIDS)
                 fa_g.tids[fa_g.ntids++] = tid;
         }

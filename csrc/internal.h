@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "shim.h"
 
@@ -105,6 +106,16 @@ void fa_wd_on_parent(void);
 void fa_wd_on_child(void);
 /* Parse lowercase hex digits at *s, advancing *s (no stdio in the fork path). */
 uint64_t fa_parse_hex(const char **s);
+/* Parse decimal digits at *s, after any spaces, advancing *s. */
+uint64_t fa_parse_dec(const char **s);
+/* Read a file (a /proc one) into buf, NUL-terminated, at most size - 1 bytes: its length, or -1
+ * if it cannot be opened (no allocation, async-signal-safe). */
+ssize_t fa_read_file(const char *path, char *buf, size_t size);
+/* In the text of a /proc/PID/stat ("PID (comm) S ..."; comm may hold ')'): where the state
+ * letter is, or NULL. */
+const char *fa_stat_state(const char *stat);
+/* CLOCK_MONOTONIC in seconds. */
+double fa_now(void);
 /* Write v in decimal at p (no terminator); returns the end (async-signal-safe, no stdio). */
 char *fa_put_dec(char *p, uint64_t v);
 

@@ -19,7 +19,8 @@
  *   reading (parent, C prepare handler, only when no baseline applies): the counters, then
  *     the thread's CPU clock (clock_gettime, which includes a running slice). Equal CPU
  *     time in both means the thread was off CPU throughout; else no baseline is tried.
- *     (Where CPU time advances in ticks, not ns, a short run may not show: no reuse there.)
+ *     (Where CPU time advances in ticks, not ns, a short run may not show: no reuse there,
+ *     fa_set_quiet_clock.)
  *   baseline: that fork's child proves its fork clean (forkaudit/cleanfork.py) and
  *     proposes the readings, through a page shared with the parent; the parent adopts the
  *     newest at its next fork.
@@ -37,8 +38,6 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -57,12 +56,6 @@ static struct fa_quiet_page *page;   /* this process's page (the parent's, in a 
 
 int fa_test_quiet_readings; /* test-only: how many readings (parent) this process took */
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* The thread's CPU time, ns, running slice included (a thread of this process). */
 static int cpu_time(int32_t tid, uint64_t *ns) {
     struct timespec ts;
@@ -74,63 +67,27 @@ static int cpu_time(int32_t tid, uint64_t *ns) {
     return 0;
 }
 
-/* Does CPU time advance in small steps here (the kernel's scheduler clock in ns, not in
- * ticks)? The readings rely on any run of a thread showing in its CPU time. Measured once
- * (a child inherits the answer): this thread's own CPU clock, read until it changes. */
-static int clock_fine(void) {
-    static int fine = -1;
-    struct timespec a, b;
-    int i;
-    if (fine >= 0)
-        return fine;
-    fine = 0;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a) != 0)
-        return 0;
-    for (i = 0; i < 1000000; i++) {
-        int64_t step;
-        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b) != 0)
-            return 0;
-        step = (int64_t)(b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec);
-        if (step != 0) {
-            fine = step > 0 && step < 100000;
-            break;
-        }
-    }
-    return fine;
+/* Whether CPU time advances in small steps here (the kernel's scheduler clock in ns, not in
+ * ticks): the readings rely on any run of a thread showing in its CPU time. Measured once by the
+ * Python side (threads.clock_steps_fine, which the parent's snapshot relies on too); a child
+ * inherits it. Until it is set, nothing is reused. */
+static int clock_fine;
+
+void fa_set_quiet_clock(int fine) {
+    clock_fine = fine != 0;
 }
 
-/* "/proc/<pid>/task/<tid>/<leaf>" read into fa_g.io (NUL-terminated); its length or -1. */
+/* "/proc/<pid>/task/<tid>/<leaf>" read into fa_g.io (NUL-terminated): 0, or -1 if it could
+ * not be read or is empty. */
 static int read_task_file(int32_t pid, int32_t tid, const char *leaf) {
     char path[96], *p = path;
-    size_t n = strlen(leaf);
-    ssize_t got;
-    int fd;
     memcpy(p, "/proc/", 6);
     p = fa_put_dec(p + 6, (uint64_t)(uint32_t)pid);
     memcpy(p, "/task/", 6);
     p = fa_put_dec(p + 6, (uint64_t)(uint32_t)tid);
     *p++ = '/';
-    memcpy(p, leaf, n + 1);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    do
-        got = read(fd, fa_g.io, 1023);
-    while (got < 0 && errno == EINTR);
-    close(fd);
-    if (got <= 0)
-        return -1;
-    fa_g.io[got] = '\0';
-    return (int)got;
-}
-
-static uint64_t parse_dec(const char **s) {
-    uint64_t v = 0;
-    while (**s == ' ')
-        (*s)++;
-    while (**s >= '0' && **s <= '9')
-        v = v * 10 + (uint64_t)(*(*s)++ - '0');
-    return v;
+    memcpy(p, leaf, strlen(leaf) + 1);
+    return fa_read_file(path, fa_g.io, 1024) > 0 ? 0 : -1;
 }
 
 /* The thread's schedstat: CPU time (ns) and times put on a CPU. */
@@ -138,23 +95,19 @@ static int counters(int32_t pid, int32_t tid, uint64_t *runtime, uint64_t *arriv
     const char *s = fa_g.io;
     if (read_task_file(pid, tid, "schedstat") < 0)
         return -1;
-    *runtime = parse_dec(&s);
-    (void)parse_dec(&s); /* time spent waiting to run */
-    *arrivals = parse_dec(&s);
+    *runtime = fa_parse_dec(&s);
+    (void)fa_parse_dec(&s); /* time spent waiting to run */
+    *arrivals = fa_parse_dec(&s);
     return 0;
 }
 
-/* The thread's state letter from its stat ("TID (comm) S ..."; comm may hold ')'), or 0. */
+/* The thread's state letter from its stat, or 0. */
 static char state(int32_t pid, int32_t tid) {
-    const char *close_paren = NULL, *s;
+    const char *s;
     if (read_task_file(pid, tid, "stat") < 0)
         return 0;
-    for (s = fa_g.io; *s; s++)
-        if (*s == ')')
-            close_paren = s;
-    if (close_paren == NULL || close_paren[1] != ' ')
-        return 0;
-    return close_paren[2];
+    s = fa_stat_state(fa_g.io);
+    return s != NULL ? s[0] : 0;
 }
 
 static const struct fa_quiet_thread *entry_of(const struct fa_quiet_base *b, int32_t tid) {
@@ -239,7 +192,7 @@ void fa_quiet_prepare(int allowed) {
     fa_g.quiet_reuse = 0;
     fa_g.quiet_try.gen = 0;
     if (!allowed || fa_g.mode != FA_SCAN_FULL || fa_g.ntids <= 0 || fa_g.ntids > FA_QUIET_MAX ||
-        !clock_fine() || page_ready(fa_g.parent_pid) != 0)
+        !clock_fine || page_ready(fa_g.parent_pid) != 0)
         return;
     adopt(fa_g.parent_pid);
     if (base_applies())
@@ -254,7 +207,7 @@ int fa_quiet_child(void) {
     int i;
     if (!fa_g.quiet_reuse)
         return 0;
-    t0 = now();
+    t0 = fa_now();
     if (getppid() != fa_g.parent_pid)
         goto stale;
     for (i = 0; i < fa_g.ntids; i++) {
@@ -276,7 +229,7 @@ int fa_quiet_child(void) {
     fa_g.stats.reused_pid = b->scan_pid;
     fa_g.stats.reused_bytes = b->bytes;
     fa_g.stats.reused_bytes_total = b->bytes_total;
-    fa_g.stats.seconds = now() - t0;
+    fa_g.stats.seconds = fa_now() - t0;
     fa_g.stats.done = 1;
     return 1;
 stale:

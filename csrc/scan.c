@@ -125,7 +125,7 @@ static void on_fault(int sig, siginfo_t *info, void *ctx) {
     _exit(70); /* not ours: nothing sane is left to do */
 }
 
-static double now(void) {
+double fa_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -596,11 +596,11 @@ static int out_of_time(struct walk *w) {
     if (!w->budgeted)
         return 0;
     if (!w->stopped) {
-        if (fa_g.budget_ms && now() >= w->deadline) {
+        if (fa_g.budget_ms && fa_now() >= w->deadline) {
             w->stopped = 1;
             fa_g.stats.cut = FA_CUT_TIME;
         }
-    } else if (!w->gave_up && fa_g.budget_ms && now() >= w->hard_deadline) {
+    } else if (!w->gave_up && fa_g.budget_ms && fa_now() >= w->hard_deadline) {
         w->gave_up = 1;
     }
     return w->gave_up;
@@ -755,6 +755,43 @@ uint64_t fa_parse_hex(const char **s) {
         (*s)++;
     }
     return v;
+}
+
+uint64_t fa_parse_dec(const char **s) {
+    uint64_t v = 0;
+    while (**s == ' ')
+        (*s)++;
+    while (**s >= '0' && **s <= '9')
+        v = v * 10 + (uint64_t)(*(*s)++ - '0');
+    return v;
+}
+
+ssize_t fa_read_file(const char *path, char *buf, size_t size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t got, total = 0;
+    if (fd < 0)
+        return -1;
+    while ((size_t)total < size - 1) {
+        got = read(fd, buf + total, size - 1 - (size_t)total);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        total += got;
+    }
+    close(fd);
+    buf[total] = '\0';
+    return total;
+}
+
+const char *fa_stat_state(const char *stat) {
+    const char *s, *close_paren = NULL;
+    for (s = stat; *s; s++)
+        if (*s == ')')
+            close_paren = s;
+    if (close_paren == NULL || close_paren[1] != ' ')
+        return NULL;
+    return close_paren + 2;
 }
 
 char *fa_put_dec(char *p, uint64_t v) {
@@ -953,7 +990,7 @@ static void walk_later(struct walk *w) {
 static void walk_all(int mode, run_fn fn, void *arg, int budgeted) {
     struct walk w;
     int err;
-    double t0 = now();
+    double t0 = fa_now();
     memset(&w, 0, sizeof w);
     w.fn = fn;
     w.arg = arg;
@@ -1053,7 +1090,7 @@ static void scan(int mode, int budgeted) {
 #if defined(__x86_64__) && defined(__GNUC__)
     (void)have_avx2();
 #endif
-    double t0 = now();
+    double t0 = fa_now();
     memset(&fa_g.stats, 0, sizeof fa_g.stats);
     fa_g.stats.mode = mode;
     if (mode == FA_SCAN_OFF)
@@ -1075,7 +1112,7 @@ static void scan(int mode, int budgeted) {
         walk_all(mode, scan_fn, &r, budgeted);
         guard_off();
     }
-    fa_g.stats.seconds = now() - t0;
+    fa_g.stats.seconds = fa_now() - t0;
     fa_g.stats.done = 1;
 }
 
@@ -1097,12 +1134,12 @@ FA_NO_SANITIZE static void memchr_fn(uintptr_t from, uintptr_t to, const mapping
 
 double fa_memchr_pass(int mode, uint64_t *bytes) {
     struct memchr_arg a = {0};
-    double t0 = now(), t;
+    double t0 = fa_now(), t;
     memset(&fa_g.stats, 0, sizeof fa_g.stats);
     guard_on();
     walk_all(mode, memchr_fn, &a, 0);
     guard_off();
-    t = now() - t0;
+    t = fa_now() - t0;
     if (bytes)
         *bytes = fa_g.stats.bytes;
     return t;

@@ -133,6 +133,9 @@ int fa_child_armed(void);
  * offer this fork's readings of the other threads' scheduler counters to the parent as the
  * baseline later forks compare with. 1 if offered. */
 int fa_quiet_propose(void);
+/* Whether a thread's CPU time advances in small steps here (measured by the Python side, once):
+ * without it no clean scan is reused. */
+void fa_set_quiet_clock(int fine);
 /* Test-only: how many times this process read its threads' counters for a baseline. */
 extern int fa_test_quiet_readings;
 /* Type objects whose instances can mimic a held mutex (see scan.c); set once at install. */

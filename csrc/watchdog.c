@@ -962,31 +962,6 @@ static void proc_path(char *out, int32_t pid, const char *what) {
     memcpy(p, what, strlen(what) + 1);
 }
 
-static ssize_t read_file(const char *path, char *buf, size_t size) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t got, total = 0;
-    if (fd < 0)
-        return -1;
-    while ((size_t)total < size - 1) {
-        got = read(fd, buf + total, size - 1 - (size_t)total);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            break;
-        total += got;
-    }
-    close(fd);
-    buf[total] = '\0';
-    return total;
-}
-
-static uint64_t parse_dec(const char **s) {
-    uint64_t v = 0;
-    while (**s >= '0' && **s <= '9')
-        v = v * 10 + (uint64_t)(*(*s)++ - '0');
-    return v;
-}
-
 /* The newest child of thread tid (the last in /proc/self/task/TID/children), or 0. */
 static int32_t newest_child(int32_t tid) {
     static char buf[16384];
@@ -994,11 +969,11 @@ static int32_t newest_child(int32_t tid) {
     const char *s;
     int32_t last = 0;
     memcpy(p, "/children", 10);
-    if (read_file(path, buf, sizeof buf) < 0)
+    if (fa_read_file(path, buf, sizeof buf) < 0)
         return 0;
     for (s = buf; *s;) {
         if (*s >= '0' && *s <= '9')
-            last = (int32_t)parse_dec(&s);
+            last = (int32_t)fa_parse_dec(&s);
         else
             s++;
     }
@@ -1176,19 +1151,17 @@ struct wd_look {
 
 static int look_stat(int32_t pid, struct wd_look *lk) {
     char path[64];
-    const char *s, *close_paren = NULL;
+    const char *s;
     int field;
     proc_path(path, pid, "stat");
-    if (read_file(path, wd_io, sizeof wd_io) <= 0)
+    if (fa_read_file(path, wd_io, sizeof wd_io) <= 0)
         return -1;
-    for (s = wd_io; *s; s++)
-        if (*s == ')')
-            close_paren = s;
-    if (close_paren == NULL || close_paren[1] != ' ')
+    s = fa_stat_state(wd_io);
+    if (s == NULL)
         return -1;
-    lk->state = close_paren[2];
-    s = close_paren + 4;  /* field 4: ppid */
-    lk->ppid = (int32_t)parse_dec(&s);
+    lk->state = s[0];
+    s += 2;  /* field 4: ppid */
+    lk->ppid = (int32_t)fa_parse_dec(&s);
     for (field = 5; field < 20 && *s; field++) {  /* field 20: num_threads */
         while (*s == ' ')
             s++;
@@ -1197,7 +1170,7 @@ static int look_stat(int32_t pid, struct wd_look *lk) {
     }
     while (*s == ' ')
         s++;
-    lk->threads = (int)parse_dec(&s);
+    lk->threads = (int)fa_parse_dec(&s);
     return 0;
 }
 
@@ -1215,7 +1188,7 @@ static void look_syscall(int32_t pid, struct wd_look *lk) {
     int i;
     lk->nr = -2;
     proc_path(path, pid, "syscall");
-    if (read_file(path, wd_io, sizeof wd_io) <= 0)
+    if (fa_read_file(path, wd_io, sizeof wd_io) <= 0)
         return;
     if (*s == '-') {
         s += 2;
@@ -1226,7 +1199,7 @@ static void look_syscall(int32_t pid, struct wd_look *lk) {
     }
     if (*s < '0' || *s > '9')
         return;  /* "running" */
-    lk->nr = (int64_t)parse_dec(&s);
+    lk->nr = (int64_t)fa_parse_dec(&s);
     lk->arg0 = hex_word(&s);
     for (i = 1; i < 6; i++)
         (void)hex_word(&s);
@@ -1239,7 +1212,7 @@ static int blocks_signal(int32_t pid, int signo) {
     const char *s;
     uint64_t mask;
     proc_path(path, pid, "status");
-    if (read_file(path, wd_io, sizeof wd_io) <= 0)
+    if (fa_read_file(path, wd_io, sizeof wd_io) <= 0)
         return 0;
     for (s = wd_io; *s; s++)
         if (s[0] == '\n' && memcmp(s + 1, "SigBlk:", 7) == 0) {

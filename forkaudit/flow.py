@@ -50,7 +50,8 @@ def prepare(settings):
         import ctypes  # noqa: F401 - a child reads back a held lock found beyond the walk with it
         #                (cpython_layout.object_at): imported here, never in a child
     naming.SHOW_KEYS = settings.show_keys
-    threads.cpu_clock_fine = threads.clock_steps_fine()  # parked threads' snapshots taken again
+    threads.cpu_clock_fine = threads.clock_steps_fine()  # parked threads' snapshots taken again,
+    native.set_quiet_clock(threads.cpu_clock_fine)       # and clean scans reused (csrc/quiet.c)
     importlocks.held()   # (finds importlib's table once, here: every child reads it)
     if settings.json_path:
         sink.json_text(None)  # the encoder each child writes its record with: made once, here (3 ms a child)

@@ -230,24 +230,23 @@ def allow_reuse(slot):
     slot.reuse = 1
 
 
+def set_quiet_clock(fine):
+    """Tell the shim whether a thread's CPU time advances in small steps here (threads.
+    clock_steps_fine): without it, no clean scan is reused."""
+    if lib is not None:
+        lib.fa_set_quiet_clock(1 if fine else 0)
+
+
 def quiet_propose():
     """In a child whose fork is proven clean: offer the parent this fork's readings of the other
     threads as the baseline of later forks (when the parent took them). True if offered."""
     return lib is not None and bool(lib.fa_quiet_propose())
 
 
-def disarm(tid, slot=None):
-    """Free the slot of thread `tid` (after its fork, or when its hook gave up). slot: the one
-    arm() returned, if known (else every slot is looked at)."""
-    if lib is None or not tid:
-        return
-    if slot is not None:
-        if slot.tid == tid:
-            slot.tid = 0
-        return
-    for slot in _slots:
-        if slot.tid == tid:
-            slot.tid = 0
+def disarm(tid, slot):
+    """Free the slot arm() returned for thread `tid`'s fork (None: nothing was armed)."""
+    if slot is not None and slot.tid == tid:
+        slot.tid = 0
 
 
 def child_armed():

@@ -244,37 +244,22 @@ def from_environ(environ=None):
 
 # ---- test-only switches (FORKAUDIT_TESTONLY_*: for forkaudit's own tests, not for users) ----
 
-def _set_to_1(name):
-    """Is environment variable `name` "1"? Read from os.environ's own table with one dict call
-    where it has one (POSIX: bytes keys): every child asks, and os.environ.get() runs four
-    Python functions, each a page or two copied in a child on 3.9-3.11."""
-    data = getattr(os.environ, "_data", None)
-    if type(data) is dict and os.name == "posix":
-        return data.get(name.encode()) == b"1"
-    return os.environ.get(name) == "1"
-
-
-def testonly_audit_hang():
-    """FORKAUDIT_TESTONLY_AUDIT_HANG=1: the child-side audit blocks for ever (asleep on a lock)
-    before it writes anything: a child hung inside its own audit, for the pytest plugin's
-    watcher tests."""
-    return _set_to_1("FORKAUDIT_TESTONLY_AUDIT_HANG")
-
-
-def testonly_full_audit():
-    """FORKAUDIT_TESTONLY_FULL_AUDIT=1: every child runs the full audit, even of a fork the
-    parent and the scan prove clean (cleanfork.py): for the tests that compare the two."""
-    return _set_to_1("FORKAUDIT_TESTONLY_FULL_AUDIT")
-
-
 def testonly_child():
-    """(testonly_audit_hang(), testonly_full_audit()), as every child asks them: in one function
-    (on 3.9-3.11 each function a child runs is a page or two copied)."""
+    """(hang, full), the switches every child asks (in one function, from os.environ's own
+    table with one dict call each where it has one, POSIX: os.environ.get() runs four Python
+    functions, and on 3.9-3.11 each function a child runs is a page or two copied):
+
+    FORKAUDIT_TESTONLY_AUDIT_HANG=1: the child-side audit blocks for ever (asleep on a lock)
+    before it writes anything: a child hung inside its own audit, for the pytest plugin's
+    watcher tests.
+    FORKAUDIT_TESTONLY_FULL_AUDIT=1: every child runs the full audit, even of a fork the
+    parent and the scan prove clean (cleanfork.py): for the tests that compare the two."""
     data = getattr(os.environ, "_data", None)
     if type(data) is dict and os.name == "posix":
         return (data.get(b"FORKAUDIT_TESTONLY_AUDIT_HANG") == b"1",
                 data.get(b"FORKAUDIT_TESTONLY_FULL_AUDIT") == b"1")
-    return testonly_audit_hang(), testonly_full_audit()
+    return (os.environ.get("FORKAUDIT_TESTONLY_AUDIT_HANG") == "1",
+            os.environ.get("FORKAUDIT_TESTONLY_FULL_AUDIT") == "1")
 
 
 def testonly_mortal():
